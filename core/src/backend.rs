@@ -1,0 +1,178 @@
+use crate::{HostWeight, Op, Result, Support, WeightDType};
+
+/// How a backend is created: which device and how many CPU threads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendOptions {
+    /// `"cpu"`, `"cuda:0"`, ...
+    pub device: String,
+    /// CPU threads for the backend's own work; `None` means one per core.
+    pub threads: Option<usize>,
+}
+
+impl Default for BackendOptions {
+    fn default() -> Self {
+        BackendOptions {
+            device: "cpu".to_string(),
+            threads: None,
+        }
+    }
+}
+
+/// Which pairs of a head vector RoPE rotates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RopeVariant {
+    /// Adjacent pairs `(x[2i], x[2i+1])`: GGUF `llama` (ggml "normal" RoPE, candle `rope_i`).
+    Interleaved,
+    /// Halves `(x[i], x[i + d/2])`: GPT-NeoX style (candle `rope`).
+    HalfSplit,
+}
+
+/// Head layout of an attention call. Query head `h` reads key/value head
+/// `h / (n_heads / n_kv_heads)` (grouped-query attention).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AttentionShape {
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
+    /// Multiplies `q·k` before the softmax, usually `1/sqrt(head_dim)`.
+    pub scale: f32,
+}
+
+/// A kernel backend: the math of a Llama block on one device.
+///
+/// # Data model
+/// * `Tensor` is a device-resident, contiguous, row-major **2-D f32** matrix
+///   `[rows, cols]`. Rows are tokens; a row of `n_heads * head_dim` values
+///   holds the heads one after the other.
+/// * `Weight` is a device-resident weight that may stay quantised; a matrix
+///   is `[out, in]` (see [`HostWeight`]), a vector is `[n]`.
+/// * `KvCache` is one layer's keys and values, preallocated for `capacity`
+///   positions of `n_kv_heads * head_dim` values each.
+///
+/// # Precision contract
+/// Activations are f32 and every reduction accumulates in f32. Each backend
+/// documents in its crate docs how it treats activations inside quantised
+/// matmul (the reference backend dequantises the weight to f32 and multiplies
+/// in f32; llama.cpp's CPU path quantises activations to Q8 instead), and the
+/// conformance tolerances follow from that.
+///
+/// # Errors
+/// Every method returns a [`Result`]. Shape mismatches are errors, never
+/// panics. An op a backend cannot run must be reported by [`Backend::supports`]
+/// so that the model refuses to load rather than failing mid-request.
+pub trait Backend: Send + Sync + Sized + 'static {
+    type Tensor: Send + Sync;
+    type Weight: Send + Sync;
+    type KvCache: Send + Sync;
+
+    /// Registry name, e.g. `"ndarray"`.
+    fn name(&self) -> &'static str;
+    /// The device in use, e.g. `"cpu"`.
+    fn device(&self) -> String;
+    /// Can this backend run `op` (on weights of `dtype`, for ops that take a
+    /// weight)? Fused ops answer [`Support::Composed`] unless overridden.
+    fn supports(&self, op: Op, dtype: Option<WeightDType>) -> Support;
+
+    // ---- transfers -------------------------------------------------------
+    /// Copies a host `[rows, cols]` row-major matrix to the device.
+    fn upload(&self, data: &[f32], rows: usize, cols: usize) -> Result<Self::Tensor>;
+    /// Copies a tensor back to the host, row-major.
+    fn download(&self, x: &Self::Tensor) -> Result<Vec<f32>>;
+    /// `(rows, cols)` of a tensor.
+    fn dims(&self, x: &Self::Tensor) -> (usize, usize);
+    /// Places a weight on the device, keeping its storage type where the
+    /// backend can (checks the shape against the data first).
+    fn load_weight(&self, w: &HostWeight<'_>) -> Result<Self::Weight>;
+    /// `(rows, cols)` of a weight; a vector is one row.
+    fn weight_dims(&self, w: &Self::Weight) -> (usize, usize);
+
+    // ---- the five kernels -------------------------------------------------
+    /// `y[r] = x[r] / sqrt(mean(x[r]²) + eps) * weight` for every row; `weight` is `[cols]`.
+    fn rms_norm(&self, x: &Self::Tensor, weight: &Self::Weight, eps: f32) -> Result<Self::Tensor>;
+
+    /// Rotary position embedding of `x: [seq, n_heads * head_dim]`, row `i`
+    /// at position `pos0 + i`. `cos`/`sin` are `[max_positions, rot/2]` tables
+    /// (`rot <= head_dim`; dimensions past `rot` pass through unchanged).
+    #[allow(clippy::too_many_arguments)]
+    fn rope(
+        &self,
+        x: &Self::Tensor,
+        n_heads: usize,
+        head_dim: usize,
+        pos0: usize,
+        cos: &Self::Tensor,
+        sin: &Self::Tensor,
+        variant: RopeVariant,
+    ) -> Result<Self::Tensor>;
+
+    /// Softmax over each row; `-inf` entries get probability 0.
+    fn softmax(&self, x: &Self::Tensor) -> Result<Self::Tensor>;
+
+    /// `x * sigmoid(x)`, elementwise.
+    fn silu(&self, x: &Self::Tensor) -> Result<Self::Tensor>;
+
+    /// `x · Wᵀ`: `x: [m, k]`, `w: [n, k]` -> `[m, n]`.
+    fn matmul(&self, x: &Self::Tensor, w: &Self::Weight) -> Result<Self::Tensor>;
+
+    // ---- glue ------------------------------------------------------------
+    /// Rows `ids` of an embedding table `[vocab, dim]` -> `[ids.len(), dim]`.
+    fn embedding(&self, table: &Self::Weight, ids: &[u32]) -> Result<Self::Tensor>;
+    /// Elementwise `a + b` (same shape).
+    fn add(&self, a: &Self::Tensor, b: &Self::Tensor) -> Result<Self::Tensor>;
+    /// Elementwise `a * b` (same shape).
+    fn mul(&self, a: &Self::Tensor, b: &Self::Tensor) -> Result<Self::Tensor>;
+    /// Rows `start..start + len` of `x` (the model uses it to keep only the
+    /// last position before the output projection).
+    fn rows(&self, x: &Self::Tensor, start: usize, len: usize) -> Result<Self::Tensor>;
+
+    /// A zeroed cache for `capacity` positions of `width` values (keys and values each).
+    fn kv_cache(&self, capacity: usize, width: usize) -> Result<Self::KvCache>;
+    /// Writes `k`, `v` (`[seq, width]`) at positions `pos0..pos0 + seq`.
+    fn kv_append(
+        &self,
+        cache: &mut Self::KvCache,
+        k: &Self::Tensor,
+        v: &Self::Tensor,
+        pos0: usize,
+    ) -> Result<()>;
+    /// Scaled, causally masked scores of `q: [seq, n_heads * head_dim]` at
+    /// positions `pos0..` against cached keys `0..pos0 + seq`: a
+    /// `[n_heads * seq, pos0 + seq]` tensor whose row `h * seq + i` holds
+    /// `scale * q[i, h] · k[j, h / group]` for `j <= pos0 + i` and `-inf` after.
+    fn attention_scores(
+        &self,
+        q: &Self::Tensor,
+        cache: &Self::KvCache,
+        pos0: usize,
+        shape: AttentionShape,
+    ) -> Result<Self::Tensor>;
+    /// Inverse layout of [`Backend::attention_scores`]: `probs` rows
+    /// (`[n_heads * seq, pos0 + seq]`) times cached values -> `[seq, n_heads * head_dim]`.
+    fn attention_weighted_sum(
+        &self,
+        probs: &Self::Tensor,
+        cache: &Self::KvCache,
+        pos0: usize,
+        shape: AttentionShape,
+    ) -> Result<Self::Tensor>;
+
+    // ---- fused ops with default compositions -------------------------------
+    /// Causal grouped-query attention over the cache: scores, softmax, weighted sum.
+    fn attention(
+        &self,
+        q: &Self::Tensor,
+        cache: &Self::KvCache,
+        pos0: usize,
+        shape: AttentionShape,
+    ) -> Result<Self::Tensor> {
+        let scores = self.attention_scores(q, cache, pos0, shape)?;
+        let probs = self.softmax(&scores)?;
+        self.attention_weighted_sum(&probs, cache, pos0, shape)
+    }
+
+    /// `silu(gate) * up`, the Llama feed-forward activation.
+    fn swiglu(&self, gate: &Self::Tensor, up: &Self::Tensor) -> Result<Self::Tensor> {
+        let activated = self.silu(gate)?;
+        self.mul(&activated, up)
+    }
+}

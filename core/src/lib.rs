@@ -1,0 +1,22 @@
+//! rbees-core: the contract between the model and its kernel backends.
+//!
+//! The model crate is generic over [`Backend`]; it never names a concrete
+//! backend. Backends register a [`BackendDescriptor`] with `inventory` so the
+//! worker can list them and pick one by name from the configuration.
+
+mod backend;
+mod dtype;
+mod error;
+mod op;
+mod registry;
+mod weight;
+
+pub use backend::{AttentionShape, Backend, BackendOptions, RopeVariant};
+pub use dtype::WeightDType;
+pub use error::{BackendError, Result};
+pub use op::{Op, Support};
+pub use registry::{descriptors, find_descriptor, BackendDescriptor};
+pub use weight::HostWeight;
+
+/// Re-exported so backend crates can `inventory::submit!` without their own dependency.
+pub use inventory;

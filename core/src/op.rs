@@ -1,0 +1,85 @@
+use std::fmt;
+
+/// Every operation the model may ask a backend for. The first five are the
+/// kernels; the rest are glue and fused ops (which have default compositions).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Op {
+    RmsNorm,
+    Rope,
+    Softmax,
+    Silu,
+    /// Activation times weight (`x · Wᵀ`), the weight in the queried dtype.
+    MatMul,
+    /// Row lookup in an embedding table of the queried dtype.
+    Embedding,
+    Add,
+    Mul,
+    KvAppend,
+    AttentionScores,
+    AttentionWeightedSum,
+    /// Fused: scores, softmax and weighted sum in one call.
+    Attention,
+    /// Fused: `silu(gate) * up`.
+    SwiGlu,
+}
+
+impl Op {
+    pub const ALL: [Op; 13] = [
+        Op::RmsNorm,
+        Op::Rope,
+        Op::Softmax,
+        Op::Silu,
+        Op::MatMul,
+        Op::Embedding,
+        Op::Add,
+        Op::Mul,
+        Op::KvAppend,
+        Op::AttentionScores,
+        Op::AttentionWeightedSum,
+        Op::Attention,
+        Op::SwiGlu,
+    ];
+
+    /// Whether the op reads a weight, so its support depends on the weight dtype.
+    pub fn takes_weight(self) -> bool {
+        matches!(self, Op::MatMul | Op::Embedding | Op::RmsNorm)
+    }
+}
+
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = match self {
+            Op::RmsNorm => "rms_norm",
+            Op::Rope => "rope",
+            Op::Softmax => "softmax",
+            Op::Silu => "silu",
+            Op::MatMul => "matmul",
+            Op::Embedding => "embedding",
+            Op::Add => "add",
+            Op::Mul => "mul",
+            Op::KvAppend => "kv_append",
+            Op::AttentionScores => "attention_scores",
+            Op::AttentionWeightedSum => "attention_weighted_sum",
+            Op::Attention => "attention",
+            Op::SwiGlu => "swiglu",
+        };
+        f.write_str(s)
+    }
+}
+
+/// Answer of [`crate::Backend::supports`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Support {
+    /// The backend has its own implementation.
+    Native,
+    /// Runs through the trait's default composition of basic ops (fused ops only).
+    Composed,
+    /// Cannot run; the reason is shown to the user at load time.
+    Unsupported(String),
+}
+
+impl Support {
+    pub fn is_supported(&self) -> bool {
+        !matches!(self, Support::Unsupported(_))
+    }
+}
