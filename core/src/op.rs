@@ -14,6 +14,8 @@ pub enum Op {
     Embedding,
     Add,
     Mul,
+    /// Selecting a range of rows.
+    Rows,
     KvAppend,
     AttentionScores,
     AttentionWeightedSum,
@@ -24,7 +26,7 @@ pub enum Op {
 }
 
 impl Op {
-    pub const ALL: [Op; 13] = [
+    pub const ALL: [Op; 14] = [
         Op::RmsNorm,
         Op::Rope,
         Op::Softmax,
@@ -33,6 +35,7 @@ impl Op {
         Op::Embedding,
         Op::Add,
         Op::Mul,
+        Op::Rows,
         Op::KvAppend,
         Op::AttentionScores,
         Op::AttentionWeightedSum,
@@ -57,6 +60,7 @@ impl fmt::Display for Op {
             Op::Embedding => "embedding",
             Op::Add => "add",
             Op::Mul => "mul",
+            Op::Rows => "rows",
             Op::KvAppend => "kv_append",
             Op::AttentionScores => "attention_scores",
             Op::AttentionWeightedSum => "attention_weighted_sum",

@@ -1,3 +1,19 @@
-//! rbees-model: a Llama-architecture GGUF model generic over [`rbees_core::Backend`].
+//! rbees-model: a Llama-architecture GGUF model generic over [`rbees_core::Backend`],
+//! with its tokenizer, KV cache, sampler and generation loop.
 
+pub mod config;
+pub mod error;
+pub mod generate;
+pub mod gguf;
+pub mod llama;
+pub mod sampler;
+pub mod stop;
 pub mod tokenizer;
+
+pub use config::LlamaConfig;
+pub use error::{ModelError, Result};
+pub use generate::{generate, GenerateParams, Generated, StopReason, Timings, TokenEvent};
+pub use gguf::GgufFile;
+pub use llama::{CapabilityReport, Llama, LoadOptions};
+pub use sampler::{Sampler, SamplingParams};
+pub use tokenizer::Tokenizer;

@@ -1,1 +1,32 @@
-//! placeholder
+//! `ndarray`: the reference backend.
+//!
+//! Plain, readable f32 kernels over `ndarray` on the CPU. Every other backend
+//! is checked against this one, so clarity wins over speed here; only the
+//! matrix products are split across threads.
+//!
+//! Precision: activations stay f32 everywhere. Quantised weights are kept in
+//! their GGUF blocks (so memory stays close to the file size) and dequantised
+//! to f32 with candle-core's quantized module a block of rows at a time inside
+//! [`Backend::matmul`] and [`Backend::embedding`]; the products then run in f32.
+//! That is more exact than llama.cpp's CPU path, which quantises activations
+//! to Q8 before its dot products.
+
+mod attention;
+mod backend;
+mod dequant;
+mod elementwise;
+mod weight;
+
+pub use backend::NdarrayBackend;
+pub use weight::NdarrayWeight;
+
+inventory::submit! {
+    rbees_core::BackendDescriptor {
+        name: "ndarray",
+        description: "reference backend: readable pure-ndarray f32 kernels, weights dequantised with candle-core",
+        devices: &["cpu"],
+        probe: backend::probe,
+    }
+}
+
+use rbees_core::inventory;

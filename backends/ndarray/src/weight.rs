@@ -1,0 +1,61 @@
+use ndarray::Array2;
+use rbees_core::{HostWeight, Result, WeightDType};
+
+use crate::dequant::dequantize_rows;
+
+/// A weight of the reference backend.
+///
+/// F32 weights are kept as a dense matrix; every other type keeps its GGUF
+/// blocks and is dequantised on use, a few rows at a time.
+#[derive(Debug, Clone)]
+pub enum NdarrayWeight {
+    Dense(Array2<f32>),
+    Blocks {
+        dtype: WeightDType,
+        rows: usize,
+        cols: usize,
+        bytes: Vec<u8>,
+    },
+}
+
+impl NdarrayWeight {
+    pub fn from_host(w: &HostWeight<'_>) -> Result<Self> {
+        w.validate()?;
+        let (rows, cols) = w.rows_cols();
+        if w.dtype == WeightDType::F32 {
+            let values = dequantize_rows(w.dtype, w.data, rows, cols)?;
+            let dense = Array2::from_shape_vec((rows, cols), values)
+                .map_err(|e| rbees_core::BackendError::Other(e.to_string()))?;
+            return Ok(NdarrayWeight::Dense(dense));
+        }
+        Ok(NdarrayWeight::Blocks {
+            dtype: w.dtype,
+            rows,
+            cols,
+            bytes: w.data.to_vec(),
+        })
+    }
+
+    pub fn dims(&self) -> (usize, usize) {
+        match self {
+            NdarrayWeight::Dense(m) => m.dim(),
+            NdarrayWeight::Blocks { rows, cols, .. } => (*rows, *cols),
+        }
+    }
+
+    /// Rows `start..start + len` as a dense f32 matrix.
+    pub fn dense_rows(&self, start: usize, len: usize) -> Result<Array2<f32>> {
+        match self {
+            NdarrayWeight::Dense(m) => Ok(m.slice(ndarray::s![start..start + len, ..]).to_owned()),
+            NdarrayWeight::Blocks {
+                dtype, cols, bytes, ..
+            } => {
+                let row_bytes = bytes.len() / self.dims().0.max(1);
+                let chunk = &bytes[start * row_bytes..(start + len) * row_bytes];
+                let values = dequantize_rows(*dtype, chunk, len, *cols)?;
+                Array2::from_shape_vec((len, *cols), values)
+                    .map_err(|e| rbees_core::BackendError::Other(e.to_string()))
+            }
+        }
+    }
+}

@@ -1,0 +1,49 @@
+use std::path::PathBuf;
+
+use rbees_core::BackendError;
+
+use crate::tokenizer::TokenizerError;
+
+/// Everything that can go wrong loading or running a model.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("cannot read model file {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} is not a valid GGUF file: {detail}")]
+    Gguf { path: PathBuf, detail: String },
+    #[error("model metadata key '{key}': {detail}")]
+    Metadata { key: String, detail: String },
+    #[error("architecture '{0}' is not supported; rbees runs 'llama' GGUF models (Llama-2, TinyLlama, SmolLM2, ...)")]
+    UnsupportedArchitecture(String),
+    #[error("tensor '{name}': {detail}")]
+    Tensor { name: String, detail: String },
+    #[error(
+        "the '{backend}' backend cannot run this model: {op} on {dtype} is unsupported ({reason})"
+    )]
+    Capability {
+        backend: String,
+        op: String,
+        dtype: String,
+        reason: String,
+    },
+    #[error("the prompt is {prompt_tokens} tokens but the context holds {context} tokens; shorten the prompt or raise the context size")]
+    PromptTooLong {
+        prompt_tokens: usize,
+        context: usize,
+    },
+    #[error("the prompt is empty: nothing to generate from (this model adds no BOS token)")]
+    EmptyPrompt,
+    #[error("token id {id} is outside the vocabulary of {vocab} tokens")]
+    TokenOutOfRange { id: u32, vocab: usize },
+    #[error("invalid sampling setting: {0}")]
+    Sampling(String),
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    #[error(transparent)]
+    Tokenizer(#[from] TokenizerError),
+}
+
+pub type Result<T, E = ModelError> = std::result::Result<T, E>;

@@ -1,0 +1,151 @@
+//! A memory-mapped GGUF file read with candle-core's `gguf_file` reader.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Cursor;
+use std::path::{Path, PathBuf};
+
+use candle_core::quantized::gguf_file::{Content, Value};
+use candle_core::quantized::GgmlDType;
+use memmap2::Mmap;
+use rbees_core::{HostWeight, WeightDType};
+
+use crate::error::{ModelError, Result};
+
+const GGUF_MAGIC: &[u8; 4] = b"GGUF";
+
+/// An open model file: parsed header plus the mapped bytes the weights live in.
+pub struct GgufFile {
+    path: PathBuf,
+    mmap: Mmap,
+    content: Content,
+}
+
+impl GgufFile {
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        let io_err = |source| ModelError::Io {
+            path: path.clone(),
+            source,
+        };
+        let file = File::open(&path).map_err(io_err)?;
+        // SAFETY: the map is read-only and lives as long as this value; like
+        // every mmap-based loader we assume the file is not truncated while
+        // in use.
+        let mmap = unsafe { Mmap::map(&file) }.map_err(io_err)?;
+        let gguf_err = |detail: String| ModelError::Gguf {
+            path: path.clone(),
+            detail,
+        };
+        if mmap.len() < 4 || &mmap[..4] != GGUF_MAGIC {
+            let head: Vec<u8> = mmap.iter().take(4).copied().collect();
+            return Err(gguf_err(format!(
+                "the file starts with {head:02x?}, not the GGUF magic \"GGUF\" (is it a GGUF model?)"
+            )));
+        }
+        let content = Content::read(&mut Cursor::new(&mmap[..]))
+            .map_err(|e| gguf_err(format!("unreadable header: {e}")))?;
+        Ok(GgufFile {
+            path,
+            mmap,
+            content,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn metadata(&self) -> &HashMap<String, Value> {
+        &self.content.metadata
+    }
+
+    pub fn has_tensor(&self, name: &str) -> bool {
+        self.content.tensor_infos.contains_key(name)
+    }
+
+    /// Storage type and `[rows, cols]` shape of a tensor, without reading it.
+    pub fn tensor_meta(&self, name: &str) -> Result<(WeightDType, &[usize])> {
+        let info = self
+            .content
+            .tensor_infos
+            .get(name)
+            .ok_or_else(|| ModelError::Tensor {
+                name: name.to_string(),
+                detail: "missing from the model file".into(),
+            })?;
+        let dtype = weight_dtype(info.ggml_dtype).ok_or_else(|| ModelError::Tensor {
+            name: name.to_string(),
+            detail: format!("storage type {:?} is not supported", info.ggml_dtype),
+        })?;
+        Ok((dtype, info.shape.dims()))
+    }
+
+    /// The tensor's bytes, checked to lie inside the file.
+    pub fn weight(&self, name: &str) -> Result<HostWeight<'_>> {
+        let (dtype, shape) = self.tensor_meta(name)?;
+        let tensor_err = |detail: String| ModelError::Tensor {
+            name: name.to_string(),
+            detail,
+        };
+        let elements = shape
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .ok_or_else(|| tensor_err(format!("shape {shape:?} overflows")))?;
+        let size = dtype.storage_bytes(elements).ok_or_else(|| {
+            tensor_err(format!(
+                "{elements} values are not whole {dtype} blocks of {}",
+                dtype.block_size()
+            ))
+        })?;
+        let info = &self.content.tensor_infos[name];
+        let start = self
+            .content
+            .tensor_data_offset
+            .checked_add(info.offset)
+            .and_then(|s| usize::try_from(s).ok())
+            .ok_or_else(|| tensor_err("offset overflows".into()))?;
+        let end = start
+            .checked_add(size)
+            .filter(|&end| end <= self.mmap.len())
+            .ok_or_else(|| {
+                tensor_err(format!(
+                    "needs bytes {start}..{} but the file has {} bytes (truncated file?)",
+                    start.saturating_add(size),
+                    self.mmap.len()
+                ))
+            })?;
+        HostWeight::new(self.name_of(name), dtype, shape, &self.mmap[start..end])
+            .map_err(|e| tensor_err(e.to_string()))
+    }
+
+    /// The tensor name with this file's lifetime (the key stored in the header).
+    fn name_of(&self, name: &str) -> &str {
+        self.content
+            .tensor_infos
+            .get_key_value(name)
+            .map(|(k, _)| k.as_str())
+            .unwrap_or("")
+    }
+}
+
+/// rbees's name for a candle storage type; `None` for types rbees does not run.
+fn weight_dtype(dtype: GgmlDType) -> Option<WeightDType> {
+    Some(match dtype {
+        GgmlDType::F32 => WeightDType::F32,
+        GgmlDType::F16 => WeightDType::F16,
+        GgmlDType::BF16 => WeightDType::BF16,
+        GgmlDType::Q4_0 => WeightDType::Q4_0,
+        GgmlDType::Q4_1 => WeightDType::Q4_1,
+        GgmlDType::Q5_0 => WeightDType::Q5_0,
+        GgmlDType::Q5_1 => WeightDType::Q5_1,
+        GgmlDType::Q8_0 => WeightDType::Q8_0,
+        GgmlDType::Q2K => WeightDType::Q2K,
+        GgmlDType::Q3K => WeightDType::Q3K,
+        GgmlDType::Q4K => WeightDType::Q4K,
+        GgmlDType::Q5K => WeightDType::Q5K,
+        GgmlDType::Q6K => WeightDType::Q6K,
+        GgmlDType::Q8K => WeightDType::Q8K,
+        _ => return None,
+    })
+}

@@ -1,0 +1,416 @@
+//! The Llama architecture over any [`Backend`].
+
+use rbees_core::{AttentionShape, Backend, Op, RopeVariant, Support, WeightDType};
+
+use crate::config::LlamaConfig;
+use crate::error::{ModelError, Result};
+use crate::gguf::GgufFile;
+
+/// One transformer block's weights.
+struct Block<B: Backend> {
+    attn_norm: B::Weight,
+    wq: B::Weight,
+    wk: B::Weight,
+    wv: B::Weight,
+    wo: B::Weight,
+    ffn_norm: B::Weight,
+    w_gate: B::Weight,
+    w_up: B::Weight,
+    w_down: B::Weight,
+}
+
+/// How each op the model uses will run on the chosen backend (native kernel
+/// or default composition), decided once at load time.
+#[derive(Debug, Clone)]
+pub struct CapabilityReport {
+    pub entries: Vec<(Op, Option<WeightDType>, Support)>,
+}
+
+impl CapabilityReport {
+    /// Fused ops that run as the trait's default composition.
+    pub fn composed_ops(&self) -> Vec<Op> {
+        self.entries
+            .iter()
+            .filter(|(_, _, s)| *s == Support::Composed)
+            .map(|(op, _, _)| *op)
+            .collect()
+    }
+}
+
+/// Observer of intermediate activations, for checkpoint tests and debugging.
+pub type Trace<'t, B> = &'t mut dyn FnMut(&str, &<B as Backend>::Tensor);
+
+/// A Llama-architecture model loaded on backend `B`, with its KV cache.
+pub struct Llama<B: Backend> {
+    backend: B,
+    config: LlamaConfig,
+    context: usize,
+    token_embd: B::Weight,
+    blocks: Vec<Block<B>>,
+    output_norm: B::Weight,
+    /// `None` when the file ties the output projection to the embedding.
+    output: Option<B::Weight>,
+    rope_cos: B::Tensor,
+    rope_sin: B::Tensor,
+    caches: Vec<B::KvCache>,
+    vocab_size: usize,
+    capabilities: CapabilityReport,
+}
+
+/// Load settings that are not in the model file.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// KV cache size in tokens; `None`: the trained context, at most [`DEFAULT_MAX_CONTEXT`].
+    pub context: Option<usize>,
+}
+
+/// Default cap on the KV cache, as llama.cpp's tools default to 4096.
+pub const DEFAULT_MAX_CONTEXT: usize = 4096;
+
+fn block_tensor(l: usize, name: &str) -> String {
+    format!("blk.{l}.{name}.weight")
+}
+
+impl<B: Backend> Llama<B> {
+    /// Reads the model from `gguf` onto `backend`. `progress(done, total)` is
+    /// called after each block.
+    pub fn load(
+        backend: B,
+        gguf: &GgufFile,
+        options: &LoadOptions,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Self> {
+        let config = LlamaConfig::from_metadata(gguf.metadata())?;
+        let context = match options.context {
+            Some(0) => {
+                return Err(ModelError::Metadata {
+                    key: "context".into(),
+                    detail: "the context size must be at least 1 token".into(),
+                })
+            }
+            Some(n) => n,
+            None => config.train_context.min(DEFAULT_MAX_CONTEXT),
+        };
+        let vocab_size = expect_matrix(gguf, "token_embd.weight", None, Some(config.dim))?.0;
+        let tied = !gguf.has_tensor("output.weight");
+        let capabilities = check_capabilities(&backend, gguf, &config, tied)?;
+
+        let load = |name: &str, rows: Option<usize>, cols: usize| -> Result<B::Weight> {
+            match rows {
+                Some(_) => {
+                    expect_matrix(gguf, name, rows, Some(cols))?;
+                }
+                None => expect_vector(gguf, name, cols)?,
+            }
+            Ok(backend.load_weight(&gguf.weight(name)?)?)
+        };
+        let token_embd = load("token_embd.weight", Some(vocab_size), config.dim)?;
+        let (dim, kv, ff) = (config.dim, config.kv_dim(), config.ff_dim);
+        let q_dim = config.n_heads * config.head_dim;
+        let mut blocks = Vec::with_capacity(config.n_layers);
+        for l in 0..config.n_layers {
+            let t = |n: &str| block_tensor(l, n);
+            blocks.push(Block {
+                attn_norm: load(&t("attn_norm"), None, dim)?,
+                wq: load(&t("attn_q"), Some(q_dim), dim)?,
+                wk: load(&t("attn_k"), Some(kv), dim)?,
+                wv: load(&t("attn_v"), Some(kv), dim)?,
+                wo: load(&t("attn_output"), Some(dim), q_dim)?,
+                ffn_norm: load(&t("ffn_norm"), None, dim)?,
+                w_gate: load(&t("ffn_gate"), Some(ff), dim)?,
+                w_up: load(&t("ffn_up"), Some(ff), dim)?,
+                w_down: load(&t("ffn_down"), Some(dim), ff)?,
+            });
+            progress(l + 1, config.n_layers);
+        }
+        let output_norm = load("output_norm.weight", None, dim)?;
+        let output = if tied {
+            None
+        } else {
+            Some(load("output.weight", Some(vocab_size), dim)?)
+        };
+        let (cos, sin) = rope_tables(context, config.rope_dim, config.rope_base);
+        let half = config.rope_dim / 2;
+        let rope_cos = backend.upload(&cos, context, half)?;
+        let rope_sin = backend.upload(&sin, context, half)?;
+        let caches = (0..config.n_layers)
+            .map(|_| backend.kv_cache(context, kv))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        Ok(Llama {
+            backend,
+            config,
+            context,
+            token_embd,
+            blocks,
+            output_norm,
+            output,
+            rope_cos,
+            rope_sin,
+            caches,
+            vocab_size,
+            capabilities,
+        })
+    }
+
+    pub fn config(&self) -> &LlamaConfig {
+        &self.config
+    }
+
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    /// Tokens the KV cache holds.
+    pub fn context(&self) -> usize {
+        self.context
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.vocab_size
+    }
+
+    pub fn capabilities(&self) -> &CapabilityReport {
+        &self.capabilities
+    }
+
+    /// Runs `ids` at positions `pos0..`, storing their keys and values in the
+    /// cache, and returns the logits of the last position.
+    ///
+    /// Positions `0..pos0` must already be in the cache (from earlier calls);
+    /// anything cached after `pos0` is overwritten.
+    pub fn forward(&mut self, ids: &[u32], pos0: usize) -> Result<Vec<f32>> {
+        self.forward_impl(ids, pos0, None)
+    }
+
+    /// Like [`Llama::forward`], reporting each intermediate activation to
+    /// `trace` (names as in llama.cpp's graph: `attn_norm.0`, `q_rope.0`, ...)
+    /// and returning the logits of **every** position, row after row.
+    pub fn forward_traced(
+        &mut self,
+        ids: &[u32],
+        pos0: usize,
+        trace: Trace<'_, B>,
+    ) -> Result<Vec<f32>> {
+        self.forward_impl(ids, pos0, Some(trace))
+    }
+
+    fn forward_impl(
+        &mut self,
+        ids: &[u32],
+        pos0: usize,
+        mut trace: Option<Trace<'_, B>>,
+    ) -> Result<Vec<f32>> {
+        let seq = ids.len();
+        if seq == 0 {
+            return Err(ModelError::EmptyPrompt);
+        }
+        if pos0 + seq > self.context {
+            return Err(ModelError::PromptTooLong {
+                prompt_tokens: pos0 + seq,
+                context: self.context,
+            });
+        }
+        if let Some(&id) = ids.iter().find(|&&id| id as usize >= self.vocab_size) {
+            return Err(ModelError::TokenOutOfRange {
+                id,
+                vocab: self.vocab_size,
+            });
+        }
+        let b = &self.backend;
+        let c = &self.config;
+        let tracing = trace.is_some();
+        let mut emit = |name: &str, t: &B::Tensor| {
+            if let Some(f) = trace.as_mut() {
+                f(name, t)
+            }
+        };
+        let shape = AttentionShape {
+            n_heads: c.n_heads,
+            n_kv_heads: c.n_kv_heads,
+            head_dim: c.head_dim,
+            scale: 1.0 / (c.head_dim as f32).sqrt(),
+        };
+        let mut x = b.embedding(&self.token_embd, ids)?;
+        emit("embd", &x);
+        for (l, (blk, cache)) in self.blocks.iter().zip(self.caches.iter_mut()).enumerate() {
+            let h = b.rms_norm(&x, &blk.attn_norm, c.rms_eps)?;
+            emit(&format!("attn_norm.{l}"), &h);
+            let q = b.matmul(&h, &blk.wq)?;
+            let k = b.matmul(&h, &blk.wk)?;
+            let v = b.matmul(&h, &blk.wv)?;
+            emit(&format!("q.{l}"), &q);
+            emit(&format!("k.{l}"), &k);
+            emit(&format!("v.{l}"), &v);
+            let rope = |t: &B::Tensor, heads: usize| {
+                b.rope(
+                    t,
+                    heads,
+                    c.head_dim,
+                    pos0,
+                    &self.rope_cos,
+                    &self.rope_sin,
+                    RopeVariant::Interleaved,
+                )
+            };
+            let q = rope(&q, c.n_heads)?;
+            let k = rope(&k, c.n_kv_heads)?;
+            emit(&format!("q_rope.{l}"), &q);
+            emit(&format!("k_rope.{l}"), &k);
+            b.kv_append(cache, &k, &v, pos0)?;
+            let attn = if tracing {
+                // Traced runs take the composed path so the probabilities exist.
+                let scores = b.attention_scores(&q, cache, pos0, shape)?;
+                let probs = b.softmax(&scores)?;
+                emit(&format!("kq_softmax.{l}"), &probs);
+                b.attention_weighted_sum(&probs, cache, pos0, shape)?
+            } else {
+                b.attention(&q, cache, pos0, shape)?
+            };
+            emit(&format!("attn_out.{l}"), &attn);
+            let attn = b.matmul(&attn, &blk.wo)?;
+            x = b.add(&x, &attn)?;
+            emit(&format!("ffn_inp.{l}"), &x);
+            let h = b.rms_norm(&x, &blk.ffn_norm, c.rms_eps)?;
+            emit(&format!("ffn_norm.{l}"), &h);
+            let gate = b.matmul(&h, &blk.w_gate)?;
+            let up = b.matmul(&h, &blk.w_up)?;
+            let act = b.swiglu(&gate, &up)?;
+            emit(&format!("swiglu.{l}"), &act);
+            let down = b.matmul(&act, &blk.w_down)?;
+            x = b.add(&x, &down)?;
+            emit(&format!("l_out.{l}"), &x);
+        }
+        // Only the last position's logits are needed to generate; traced runs
+        // keep every position so they can be compared row by row.
+        let last = if tracing { x } else { b.rows(&x, seq - 1, 1)? };
+        let normed = b.rms_norm(&last, &self.output_norm, c.rms_eps)?;
+        emit("result_norm", &normed);
+        let head = self.output.as_ref().unwrap_or(&self.token_embd);
+        let logits = b.matmul(&normed, head)?;
+        Ok(b.download(&logits)?)
+    }
+}
+
+/// cos/sin of `pos * base^(-2i / rope_dim)` for every position and frequency,
+/// computed in f64 and stored row per position.
+pub fn rope_tables(positions: usize, rope_dim: usize, base: f32) -> (Vec<f32>, Vec<f32>) {
+    let half = rope_dim / 2;
+    let mut cos = Vec::with_capacity(positions * half);
+    let mut sin = Vec::with_capacity(positions * half);
+    for p in 0..positions {
+        for i in 0..half {
+            let theta = (base as f64).powf(-2.0 * i as f64 / rope_dim as f64);
+            let angle = p as f64 * theta;
+            cos.push(angle.cos() as f32);
+            sin.push(angle.sin() as f32);
+        }
+    }
+    (cos, sin)
+}
+
+fn expect_matrix(
+    gguf: &GgufFile,
+    name: &str,
+    rows: Option<usize>,
+    cols: Option<usize>,
+) -> Result<(usize, usize)> {
+    let (_, shape) = gguf.tensor_meta(name)?;
+    let ok = match shape {
+        [r, c] => rows.is_none_or(|x| x == *r) && cols.is_none_or(|x| x == *c),
+        _ => false,
+    };
+    if !ok || shape.contains(&0) {
+        return Err(ModelError::Tensor {
+            name: name.into(),
+            detail: format!(
+                "shape {shape:?} does not match the metadata (expected [{}, {}])",
+                rows.map_or("vocab".to_string(), |r| r.to_string()),
+                cols.map_or("?".to_string(), |c| c.to_string())
+            ),
+        });
+    }
+    Ok((shape[0], shape[1]))
+}
+
+fn expect_vector(gguf: &GgufFile, name: &str, len: usize) -> Result<()> {
+    let (_, shape) = gguf.tensor_meta(name)?;
+    if shape != [len] {
+        return Err(ModelError::Tensor {
+            name: name.into(),
+            detail: format!("shape {shape:?} does not match the metadata (expected [{len}])"),
+        });
+    }
+    Ok(())
+}
+
+/// Asks the backend, before any weight is read, for every op and weight type
+/// the forward pass will use; the first gap is an error naming both.
+fn check_capabilities<B: Backend>(
+    backend: &B,
+    gguf: &GgufFile,
+    config: &LlamaConfig,
+    tied: bool,
+) -> Result<CapabilityReport> {
+    let mut needs: Vec<(Op, Option<WeightDType>)> = Vec::new();
+    let mut need = |op, dtype| {
+        if !needs.contains(&(op, dtype)) {
+            needs.push((op, dtype));
+        }
+    };
+    need(
+        Op::Embedding,
+        Some(gguf.tensor_meta("token_embd.weight")?.0),
+    );
+    for l in 0..config.n_layers {
+        for n in ["attn_norm", "ffn_norm"] {
+            need(Op::RmsNorm, Some(gguf.tensor_meta(&block_tensor(l, n))?.0));
+        }
+        for n in [
+            "attn_q",
+            "attn_k",
+            "attn_v",
+            "attn_output",
+            "ffn_gate",
+            "ffn_up",
+            "ffn_down",
+        ] {
+            need(Op::MatMul, Some(gguf.tensor_meta(&block_tensor(l, n))?.0));
+        }
+    }
+    need(Op::RmsNorm, Some(gguf.tensor_meta("output_norm.weight")?.0));
+    let head = if tied {
+        "token_embd.weight"
+    } else {
+        "output.weight"
+    };
+    need(Op::MatMul, Some(gguf.tensor_meta(head)?.0));
+    for op in [
+        Op::Rope,
+        Op::Softmax,
+        Op::Silu,
+        Op::Add,
+        Op::Mul,
+        Op::Rows,
+        Op::KvAppend,
+        Op::AttentionScores,
+        Op::AttentionWeightedSum,
+        Op::Attention,
+        Op::SwiGlu,
+    ] {
+        need(op, None);
+    }
+    let mut entries = Vec::with_capacity(needs.len());
+    for (op, dtype) in needs {
+        let support = backend.supports(op, dtype);
+        if let Support::Unsupported(reason) = &support {
+            return Err(ModelError::Capability {
+                backend: backend.name().to_string(),
+                op: op.to_string(),
+                dtype: dtype.map_or("activations".to_string(), |d| d.to_string()),
+                reason: reason.clone(),
+            });
+        }
+        entries.push((op, dtype, support));
+    }
+    Ok(CapabilityReport { entries })
+}

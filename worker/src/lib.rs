@@ -1,0 +1,6 @@
+//! rbees-worker: configuration, backend selection and the commands behind
+//! the `rbees` command line and the `rbees-workerd` daemon.
+
+pub mod cli;
+pub mod config;
+pub mod engine;
