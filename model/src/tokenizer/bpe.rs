@@ -1,6 +1,6 @@
 //! Byte-level BPE (`tokenizer.ggml.model = "gpt2"`), as llama.cpp runs it.
 //!
-//! Each pre-tokenized word is byte-encoded (see [`super::byte_unicode`]), cut
+//! Each pre-tokenized word is byte-encoded (see `byte_unicode.rs`), cut
 //! into characters, and the adjacent pair with the lowest merge rank is merged
 //! (leftmost first on ties) until no ranked pair is left.
 
@@ -87,7 +87,7 @@ struct Symbol {
     sid: Option<u32>,
 }
 
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 struct Bigram {
     rank: u32,
     left: usize,
@@ -108,6 +108,14 @@ impl PartialOrd for Bigram {
         Some(self.cmp(other))
     }
 }
+
+impl PartialEq for Bigram {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for Bigram {}
 
 /// Scratch buffers reused across words.
 #[derive(Default)]

@@ -2,11 +2,11 @@
 //!
 //! Two vocabulary types are supported:
 //! - `tokenizer.ggml.model = "llama"`: SentencePiece-style merging by piece
-//!   score with `<0xXX>` byte fallback ([`spm`]);
+//!   score with `<0xXX>` byte fallback (`spm.rs`);
 //! - `tokenizer.ggml.model = "gpt2"`: byte-level BPE with ranked merges and a
-//!   pre-tokenizer chosen by `tokenizer.ggml.pre` ([`bpe`], [`pretokenize`]).
+//!   pre-tokenizer chosen by `tokenizer.ggml.pre` (`bpe.rs`, `pretokenize.rs`).
 //!
-//! Text is first cut at special-token texts ([`special`]); each remaining raw
+//! Text is first cut at special-token texts (`special.rs`); each remaining raw
 //! fragment is tokenized on its own.
 
 mod bpe;

@@ -236,27 +236,27 @@ pub(crate) fn resolve(
         }
     }
 
-    let indexed = vocab.indexed_texts();
-    let indexed: Vec<(String, u32)> = indexed
-        .into_iter()
-        .map(|(t, id)| (t.to_string(), id))
-        .collect();
+    // llama.cpp walks its text -> id map here, so a text that occurs twice
+    // is seen once, with its last id. The walk order only matters when two
+    // tokens compete for one guessed role; id order is the deterministic choice.
+    let indexed = vocab.indexed_ids();
 
     // Guess EOT / EOM / FIM tokens by text; the guessed token becomes a control token.
-    for (text, id) in &indexed {
+    for &id in &indexed {
+        let text = vocab.texts[id as usize].as_str();
         for &(role, names) in DETECTED_ROLES {
             let slot = roles.slot(role);
-            if slot.is_none() && names.contains(&text.as_str()) {
-                *slot = Some(*id);
-                vocab.attrs[*id as usize] |= attr::CONTROL;
+            if slot.is_none() && names.contains(&text) {
+                *slot = Some(id);
+                vocab.attrs[id as usize] |= attr::CONTROL;
             }
         }
     }
 
     // Control tokens whose text says "unused" are unused.
-    for (text, id) in &indexed {
-        let a = &mut vocab.attrs[*id as usize];
-        if *a & attr::CONTROL != 0 && text.contains("unused") {
+    for &id in &indexed {
+        let a = &mut vocab.attrs[id as usize];
+        if *a & attr::CONTROL != 0 && vocab.texts[id as usize].contains("unused") {
             *a |= attr::UNUSED;
         }
     }
@@ -265,15 +265,14 @@ pub(crate) fn resolve(
     eog.extend(roles.fim_pad);
     eog.extend(roles.fim_rep);
     eog.extend(roles.fim_sep);
-    for (text, id) in &indexed {
-        if EOG_TEXTS.contains(&text.as_str()) {
-            eog.insert(*id);
-            vocab.attrs[*id as usize] |= attr::CONTROL;
+    for &id in &indexed {
+        let text = vocab.texts[id as usize].as_str();
+        if EOG_TEXTS.contains(&text) {
+            eog.insert(id);
+            vocab.attrs[id as usize] |= attr::CONTROL;
         }
-    }
-    for (text, id) in &indexed {
-        if ALWAYS_RENDERED.contains(&text.as_str()) {
-            vocab.attrs[*id as usize] = attr::USER_DEFINED;
+        if ALWAYS_RENDERED.contains(&text) {
+            vocab.attrs[id as usize] = attr::USER_DEFINED;
         }
     }
     eog.extend(roles.eos);
@@ -295,7 +294,7 @@ pub(crate) fn resolve(
             }
         }
         if let Some(end) = end_id {
-            if (has_return && has_call) || (has_call && has_flush) {
+            if has_call && (has_return || has_flush) {
                 eog.remove(&end);
                 vocab.attrs[end as usize] = attr::USER_DEFINED;
             }

@@ -13,7 +13,7 @@ use super::TokenizerError;
 /// Byte-fallback token for every byte value.
 #[derive(Debug, Clone)]
 pub(crate) struct SpmModel {
-    byte_tokens: [Option<u32>; 256],
+    byte_tokens: Box<[Option<u32>; 256]>,
 }
 
 impl SpmModel {
@@ -27,7 +27,9 @@ impl SpmModel {
                 std::str::from_utf8(&s).ok().and_then(|s| vocab.id(s))
             });
         }
-        SpmModel { byte_tokens }
+        SpmModel {
+            byte_tokens: Box::new(byte_tokens),
+        }
     }
 
     /// Tokenize `text`, whose spaces are already escaped as `▁`.

@@ -121,18 +121,10 @@ impl Vocab {
         self.attr(id) & mask != 0
     }
 
-    /// The (text, id) pairs of the text index, in id order.
-    ///
-    /// llama.cpp walks its hash map here; the order only matters when two
-    /// tokens compete for one auto-detected role, and id order is the
-    /// deterministic choice.
-    pub(crate) fn indexed_texts(&self) -> Vec<(&str, u32)> {
-        let mut v: Vec<(&str, u32)> = self
-            .token_to_id
-            .iter()
-            .map(|(t, &id)| (t.as_str(), id))
-            .collect();
-        v.sort_unstable_by_key(|&(_, id)| id);
-        v
+    /// Ids that the text index maps to (the last id of each text), ascending.
+    pub(crate) fn indexed_ids(&self) -> Vec<u32> {
+        (0..self.texts.len() as u32)
+            .filter(|&id| self.id(&self.texts[id as usize]) == Some(id))
+            .collect()
     }
 }
