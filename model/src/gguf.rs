@@ -43,8 +43,9 @@ impl GgufFile {
                 "the file starts with {head:02x?}, not the GGUF magic \"GGUF\" (is it a GGUF model?)"
             )));
         }
-        let content = Content::read(&mut Cursor::new(&mmap[..]))
-            .map_err(|e| gguf_err(format!("unreadable header: {e}")))?;
+        let mut cursor = Cursor::new(&mmap[..]);
+        let content = Content::read(&mut cursor)
+            .map_err(|e| gguf_err(header_error(e, cursor.position(), mmap.len())))?;
         Ok(GgufFile {
             path,
             mmap,
@@ -126,6 +127,26 @@ impl GgufFile {
             .get_key_value(name)
             .map(|(k, _)| k.as_str())
             .unwrap_or("")
+    }
+}
+
+/// Describes a header candle could not read: without candle's backtrace
+/// (captured when `RUST_BACKTRACE` is set), and saying so when the file ends
+/// before the header does.
+fn header_error(e: candle_core::Error, position: u64, file_len: usize) -> String {
+    let e = match e {
+        candle_core::Error::WithBacktrace { inner, .. } => *inner,
+        e => e,
+    };
+    let ends_early = match &e {
+        candle_core::Error::Io(io) => io.kind() == std::io::ErrorKind::UnexpectedEof,
+        // candle's own bounds checks: "... only N remaining", "exceeds remaining file bytes".
+        other => other.to_string().contains("remaining"),
+    };
+    if ends_early {
+        format!("the header is truncated: the file ends after {file_len} bytes ({e})")
+    } else {
+        format!("unreadable header near byte {position}: {e}")
     }
 }
 

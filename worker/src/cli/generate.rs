@@ -30,19 +30,19 @@ pub struct GenerateArgs {
     #[arg(long, default_value_t = 128)]
     pub max_tokens: usize,
     /// 0 means greedy.
-    #[arg(long, default_value_t = 0.8)]
+    #[arg(long, default_value_t = 0.8, allow_negative_numbers = true)]
     pub temperature: f32,
     /// 0 disables.
     #[arg(long, default_value_t = 40)]
     pub top_k: usize,
     /// 1 disables.
-    #[arg(long, default_value_t = 0.95)]
+    #[arg(long, default_value_t = 0.95, allow_negative_numbers = true)]
     pub top_p: f32,
     /// 0 disables.
-    #[arg(long, default_value_t = 0.05)]
+    #[arg(long, default_value_t = 0.05, allow_negative_numbers = true)]
     pub min_p: f32,
     /// 1 disables.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     pub repeat_penalty: f32,
     /// Recent tokens the repeat penalty looks at.
     #[arg(long, default_value_t = 64)]
