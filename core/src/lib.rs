@@ -5,6 +5,7 @@
 //! worker can list them and pick one by name from the configuration.
 
 mod backend;
+pub mod checks;
 mod dtype;
 mod error;
 mod op;

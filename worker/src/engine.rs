@@ -9,6 +9,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use enum_dispatch::enum_dispatch;
+use rbees_backend_candle::CandleBackend;
 use rbees_backend_ndarray::NdarrayBackend;
 use rbees_core::{find_descriptor, BackendOptions};
 use rbees_model::{
@@ -69,6 +70,7 @@ impl<B: rbees_core::Backend> Engine for Llama<B> {
 #[enum_dispatch(Engine)]
 pub enum AnyModel {
     Ndarray(Llama<NdarrayBackend>),
+    Candle(Llama<CandleBackend>),
 }
 
 /// Which backend, where, and with how many threads.
@@ -115,6 +117,10 @@ pub fn load(
     let model = match descriptor.name {
         "ndarray" => {
             let backend = NdarrayBackend::new(&choice.options)?;
+            AnyModel::from(Llama::load(backend, &gguf, load_options, progress)?)
+        }
+        "candle" => {
+            let backend = CandleBackend::new(&choice.options)?;
             AnyModel::from(Llama::load(backend, &gguf, load_options, progress)?)
         }
         other => bail!("backend '{other}' is registered but this binary cannot construct it"),
