@@ -60,9 +60,9 @@ fn rbees(cwd: &Path, args: &[OsString]) -> Output {
         .expect("run the rbees binary")
 }
 
-/// Turns a mix of `&str` and paths into command-line arguments.
+/// Turns a mix of `&str` and paths into an array of command-line arguments.
 macro_rules! args {
-    ($($a:expr),* $(,)?) => { vec![$(OsString::from($a)),*] };
+    ($($a:expr),* $(,)?) => { [$(OsString::from($a)),*] };
 }
 
 /// Asserts a clean failure: non-zero exit (not a signal), nothing on stdout,
@@ -110,7 +110,8 @@ fn generate(cwd: &Path, model: &Path, extra: &[OsString]) -> Output {
         "0",
         "--max-tokens",
         "2"
-    ];
+    ]
+    .to_vec();
     a.extend_from_slice(extra);
     rbees(cwd, &a)
 }
@@ -357,7 +358,10 @@ fn truncated_model_files() {
     }
 
     // With RUST_BACKTRACE set, the error is still one readable line, not a trace.
-    let path = dir.write("cut-backtrace.gguf", &bytes[..(l.infos_start + l.infos_end) / 2]);
+    let path = dir.write(
+        "cut-backtrace.gguf",
+        &bytes[..(l.infos_start + l.infos_end) / 2],
+    );
     let out = Command::new(env!("CARGO_BIN_EXE_rbees"))
         .args(args!["generate", "--model", &path, "--prompt", "Hello"])
         .current_dir(&dir.0)
@@ -531,7 +535,7 @@ fn invalid_sampling_values() {
         (&["--min-p", "2"], &["min_p", "got 2"]),
     ];
     for (flags, needles) in cases {
-        let mut a = args!["generate", "--model", &model, "--prompt", "Hello"];
+        let mut a = args!["generate", "--model", &model, "--prompt", "Hello"].to_vec();
         a.extend(flags.iter().map(OsString::from));
         let out = rbees(&dir.0, &a);
         assert_fails(&out, needles);

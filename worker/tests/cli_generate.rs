@@ -149,7 +149,11 @@ fn greedy_generation_matches_llama_cpp() {
             "16",
             "--logits",
         ]);
-        assert_eq!(ids(&out["prompt_ids"]), ids(&case["prompt_ids"]), "{prompt:?}");
+        assert_eq!(
+            ids(&out["prompt_ids"]),
+            ids(&case["prompt_ids"]),
+            "{prompt:?}"
+        );
         assert_eq!(ids(&out["ids"]), ids(&case["greedy_ids"]), "{prompt:?}");
         assert_eq!(out["stop_reason"], "MAX_TOKENS");
         assert_eq!(out["stop_sequence"], Value::Null);
@@ -181,7 +185,9 @@ fn greedy_generation_matches_llama_cpp() {
             "decode_ms",
             "decode_tokens_per_sec",
         ] {
-            let v = t[key].as_f64().unwrap_or_else(|| panic!("timings.{key}: {t}"));
+            let v = t[key]
+                .as_f64()
+                .unwrap_or_else(|| panic!("timings.{key}: {t}"));
             assert!(v.is_finite() && v >= 0.0, "timings.{key} = {v}");
         }
     }
@@ -192,7 +198,8 @@ fn prompt_ids_generate_like_the_text() {
     let case = &f32_cases()[1];
     let prompt_ids = ids(&case["prompt_ids"]);
     let greedy = ["--temperature", "0", "--max-tokens", "16", "--logits"];
-    let from_ids = generate_json(&[&["--prompt-ids", joined(&prompt_ids).as_str()], &greedy[..]].concat());
+    let from_ids =
+        generate_json(&[&["--prompt-ids", joined(&prompt_ids).as_str()], &greedy[..]].concat());
     let from_text =
         generate_json(&[&["--prompt", case["prompt"].as_str().unwrap()], &greedy[..]].concat());
     assert_eq!(ids(&from_ids["prompt_ids"]), prompt_ids);
@@ -207,7 +214,14 @@ fn prompt_ids_generate_like_the_text() {
         .map(u64::to_string)
         .collect::<Vec<_>>()
         .join(", ");
-    let out = generate_json(&["--prompt-ids", &spaced, "--temperature", "0", "--max-tokens", "4"]);
+    let out = generate_json(&[
+        "--prompt-ids",
+        &spaced,
+        "--temperature",
+        "0",
+        "--max-tokens",
+        "4",
+    ]);
     assert_eq!(ids(&out["prompt_ids"]), prompt_ids);
     assert_eq!(ids(&out["ids"]), ids(&case["greedy_ids"])[..4]);
 }
@@ -240,7 +254,14 @@ fn seeded_sampling_is_reproducible() {
 fn stop_string_from_the_middle_of_the_text() {
     let case = &f32_cases()[1];
     let prompt = case["prompt"].as_str().unwrap();
-    let greedy = ["--prompt", prompt, "--temperature", "0", "--max-tokens", "16"];
+    let greedy = [
+        "--prompt",
+        prompt,
+        "--temperature",
+        "0",
+        "--max-tokens",
+        "16",
+    ];
     let full = generate_json(&greedy);
     let text = full["text"].as_str().unwrap().to_string();
     assert_eq!(ids(&full["ids"]), ids(&case["greedy_ids"]));
@@ -284,16 +305,32 @@ fn stop_string_from_the_middle_of_the_text() {
 fn streaming_prints_the_text_and_a_timing_line() {
     let case = &f32_cases()[0];
     let prompt = case["prompt"].as_str().unwrap();
-    let greedy = ["--prompt", prompt, "--temperature", "0", "--max-tokens", "16"];
+    let greedy = [
+        "--prompt",
+        prompt,
+        "--temperature",
+        "0",
+        "--max-tokens",
+        "16",
+    ];
     let json = generate_json(&greedy);
 
     let model = tiny_model();
-    let mut args = vec!["generate", "--model", model.to_str().unwrap(), "--ignore-eos"];
+    let mut args = vec![
+        "generate",
+        "--model",
+        model.to_str().unwrap(),
+        "--ignore-eos",
+    ];
     args.extend_from_slice(&greedy);
     let (stdout, stderr) = expect_success(&rbees(&args));
     let text = json["text"].as_str().unwrap();
     assert!(!text.is_empty());
-    assert_eq!(stdout, format!("{text}\n"), "the streamed text, then a newline");
+    assert_eq!(
+        stdout,
+        format!("{text}\n"),
+        "the streamed text, then a newline"
+    );
     assert!(!stdout.contains('{'), "no JSON without --json: {stdout}");
     let timing = stderr
         .lines()

@@ -51,6 +51,12 @@ impl NdarrayBackend {
     }
 }
 
+/// Why candle-core cannot dequantise `dtype` (so neither can this backend), if it cannot.
+fn undequantizable(dtype: WeightDType) -> Option<String> {
+    (dtype == WeightDType::Q8K)
+        .then(|| format!("candle-core cannot dequantise {dtype} blocks (an activation-only type)"))
+}
+
 fn same_shape(op: &'static str, a: &Array2<f32>, b: &Array2<f32>) -> Result<()> {
     if a.dim() != b.dim() {
         return Err(BackendError::shape(
@@ -101,12 +107,15 @@ fn check_attention(
             ),
         ));
     }
-    if pos0 + q_rows > cache.keys.nrows() {
+    if pos0
+        .checked_add(q_rows)
+        .is_none_or(|end| end > cache.keys.nrows())
+    {
         return Err(BackendError::shape(
             op,
             format!(
                 "positions up to {} exceed the cache capacity {}",
-                pos0 + q_rows,
+                pos0.saturating_add(q_rows),
                 cache.keys.nrows()
             ),
         ));
@@ -127,8 +136,11 @@ impl Backend for NdarrayBackend {
         "cpu".into()
     }
 
-    fn supports(&self, op: Op, _dtype: Option<WeightDType>) -> Support {
+    fn supports(&self, op: Op, dtype: Option<WeightDType>) -> Support {
         // Every GGUF type candle can dequantise works for every op.
+        if let Some(reason) = dtype.and_then(undequantizable) {
+            return Support::Unsupported(reason);
+        }
         match op {
             Op::Attention | Op::SwiGlu => Support::Composed,
             _ => Support::Native,
@@ -153,6 +165,12 @@ impl Backend for NdarrayBackend {
     }
 
     fn load_weight(&self, w: &HostWeight<'_>) -> Result<NdarrayWeight> {
+        if let Some(reason) = undequantizable(w.dtype) {
+            return Err(BackendError::Weight {
+                name: w.name.to_string(),
+                detail: reason,
+            });
+        }
         NdarrayWeight::from_host(w)
     }
 
@@ -193,12 +211,15 @@ impl Backend for NdarrayBackend {
                 ),
             ));
         }
-        if pos0 + x.nrows() > cos.nrows() {
+        if pos0
+            .checked_add(x.nrows())
+            .is_none_or(|end| end > cos.nrows())
+        {
             return Err(BackendError::shape(
                 "rope",
                 format!(
                     "position {} is past the {} positions of the tables",
-                    pos0 + x.nrows() - 1,
+                    pos0.saturating_add(x.nrows()) - 1,
                     cos.nrows()
                 ),
             ));
@@ -276,10 +297,14 @@ impl Backend for NdarrayBackend {
     }
 
     fn rows(&self, x: &Array2<f32>, start: usize, len: usize) -> Result<Array2<f32>> {
-        if start + len > x.nrows() {
+        if start.checked_add(len).is_none_or(|end| end > x.nrows()) {
             return Err(BackendError::shape(
                 "rows",
-                format!("rows {start}..{} of {}", start + len, x.nrows()),
+                format!(
+                    "rows {start}..{} of {}",
+                    start.saturating_add(len),
+                    x.nrows()
+                ),
             ));
         }
         Ok(x.slice(s![start..start + len, ..]).to_owned())
@@ -301,7 +326,7 @@ impl Backend for NdarrayBackend {
     ) -> Result<()> {
         same_shape("kv_append", k, v)?;
         let (capacity, width) = cache.keys.dim();
-        if k.ncols() != width || pos0 + k.nrows() > capacity {
+        if k.ncols() != width || pos0.checked_add(k.nrows()).is_none_or(|end| end > capacity) {
             return Err(BackendError::shape(
                 "kv_append",
                 format!(
