@@ -17,6 +17,16 @@ fn fits(start: usize, len: usize, limit: usize) -> bool {
     start.checked_add(len).is_some_and(|end| end <= limit)
 }
 
+pub fn upload(values: usize, rows: usize, cols: usize) -> Result<()> {
+    if rows.checked_mul(cols) != Some(values) {
+        return fail(
+            "upload",
+            format!("{values} values cannot form [{rows}, {cols}]"),
+        );
+    }
+    Ok(())
+}
+
 pub fn same(op: &'static str, a: Dims, b: Dims) -> Result<()> {
     if a != b {
         return fail(op, format!("operands differ: {a:?} vs {b:?}"));

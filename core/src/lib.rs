@@ -10,6 +10,7 @@ mod dtype;
 mod error;
 mod op;
 mod registry;
+mod rope;
 mod weight;
 
 pub use backend::{AttentionShape, Backend, BackendOptions, RopeVariant};
@@ -17,6 +18,7 @@ pub use dtype::WeightDType;
 pub use error::{BackendError, Result};
 pub use op::{Op, Support};
 pub use registry::{descriptors, find_descriptor, BackendDescriptor};
+pub use rope::rope_tables;
 pub use weight::HostWeight;
 
 /// Re-exported so backend crates can `inventory::submit!` without their own dependency.

@@ -7,10 +7,12 @@ use crate::tokenizer::TokenizerError;
 /// Everything that can go wrong loading or running a model.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
-    #[error("cannot read model file {path}: {source}")]
+    // The I/O error is part of the message, not a `source`, so that
+    // `{:#}` printing does not repeat it.
+    #[error("cannot read model file {path}: {error}")]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{path} is not a valid GGUF file: {detail}")]
     Gguf { path: PathBuf, detail: String },

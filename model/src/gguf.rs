@@ -24,9 +24,9 @@ pub struct GgufFile {
 impl GgufFile {
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
-        let io_err = |source| ModelError::Io {
+        let io_err = |error| ModelError::Io {
             path: path.clone(),
-            source,
+            error,
         };
         let file = File::open(&path).map_err(io_err)?;
         // SAFETY: the map is read-only and lives as long as this value; like

@@ -1,6 +1,6 @@
 //! The Llama architecture over any [`Backend`].
 
-use rbees_core::{AttentionShape, Backend, Op, RopeVariant, Support, WeightDType};
+use rbees_core::{rope_tables, AttentionShape, Backend, Op, RopeVariant, Support, WeightDType};
 
 use crate::config::LlamaConfig;
 use crate::error::{ModelError, Result};
@@ -289,23 +289,6 @@ impl<B: Backend> Llama<B> {
         let logits = b.matmul(&normed, head)?;
         Ok(b.download(&logits)?)
     }
-}
-
-/// cos/sin of `pos * base^(-2i / rope_dim)` for every position and frequency,
-/// computed in f64 and stored row per position.
-pub fn rope_tables(positions: usize, rope_dim: usize, base: f32) -> (Vec<f32>, Vec<f32>) {
-    let half = rope_dim / 2;
-    let mut cos = Vec::with_capacity(positions * half);
-    let mut sin = Vec::with_capacity(positions * half);
-    for p in 0..positions {
-        for i in 0..half {
-            let theta = (base as f64).powf(-2.0 * i as f64 / rope_dim as f64);
-            let angle = p as f64 * theta;
-            cos.push(angle.cos() as f32);
-            sin.push(angle.sin() as f32);
-        }
-    }
-    (cos, sin)
 }
 
 fn expect_matrix(

@@ -114,14 +114,25 @@ pub fn load(
             tokenizer.vocab_size()
         );
     }
+    let loading = || {
+        format!(
+            "cannot load {} on the {} backend",
+            path.display(),
+            choice.kind
+        )
+    };
     let model = match descriptor.name {
         "ndarray" => {
             let backend = NdarrayBackend::new(&choice.options)?;
-            AnyModel::from(Llama::load(backend, &gguf, load_options, progress)?)
+            AnyModel::from(
+                Llama::load(backend, &gguf, load_options, progress).with_context(loading)?,
+            )
         }
         "candle" => {
             let backend = CandleBackend::new(&choice.options)?;
-            AnyModel::from(Llama::load(backend, &gguf, load_options, progress)?)
+            AnyModel::from(
+                Llama::load(backend, &gguf, load_options, progress).with_context(loading)?,
+            )
         }
         other => bail!("backend '{other}' is registered but this binary cannot construct it"),
     };

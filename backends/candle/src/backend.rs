@@ -101,12 +101,7 @@ impl Backend for CandleBackend {
     }
 
     fn upload(&self, data: &[f32], rows: usize, cols: usize) -> Result<Tensor> {
-        if rows.checked_mul(cols) != Some(data.len()) {
-            return Err(BackendError::shape(
-                "upload",
-                format!("{} values cannot form [{rows}, {cols}]", data.len()),
-            ));
-        }
+        checks::upload(data.len(), rows, cols)?;
         Tensor::from_slice(data, (rows, cols), &self.device).map_err(candle_err("upload"))
     }
 

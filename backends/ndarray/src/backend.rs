@@ -1,8 +1,8 @@
 use ndarray::{s, Array2, Axis};
 use rayon::prelude::*;
 use rbees_core::{
-    AttentionShape, Backend, BackendError, BackendOptions, HostWeight, Op, Result, RopeVariant,
-    Support, WeightDType,
+    checks, AttentionShape, Backend, BackendError, BackendOptions, HostWeight, Op, Result,
+    RopeVariant, Support, WeightDType,
 };
 
 use crate::attention::{self, NdarrayKvCache};
@@ -57,72 +57,6 @@ fn undequantizable(dtype: WeightDType) -> Option<String> {
         .then(|| format!("candle-core cannot dequantise {dtype} blocks (an activation-only type)"))
 }
 
-fn same_shape(op: &'static str, a: &Array2<f32>, b: &Array2<f32>) -> Result<()> {
-    if a.dim() != b.dim() {
-        return Err(BackendError::shape(
-            op,
-            format!("operands differ: {:?} vs {:?}", a.dim(), b.dim()),
-        ));
-    }
-    Ok(())
-}
-
-fn check_heads(op: &'static str, x: &Array2<f32>, n_heads: usize, head_dim: usize) -> Result<()> {
-    if x.ncols() != n_heads * head_dim {
-        return Err(BackendError::shape(
-            op,
-            format!(
-                "rows of {} values, expected {n_heads} heads x {head_dim}",
-                x.ncols()
-            ),
-        ));
-    }
-    Ok(())
-}
-
-fn check_attention(
-    op: &'static str,
-    q_rows: usize,
-    cache: &NdarrayKvCache,
-    pos0: usize,
-    shape: AttentionShape,
-) -> Result<()> {
-    if shape.n_kv_heads == 0 || shape.n_heads % shape.n_kv_heads != 0 {
-        return Err(BackendError::shape(
-            op,
-            format!(
-                "{} query heads cannot be grouped over {} key/value heads",
-                shape.n_heads, shape.n_kv_heads
-            ),
-        ));
-    }
-    if cache.keys.ncols() != shape.n_kv_heads * shape.head_dim {
-        return Err(BackendError::shape(
-            op,
-            format!(
-                "cache rows hold {} values, expected {} kv heads x {}",
-                cache.keys.ncols(),
-                shape.n_kv_heads,
-                shape.head_dim
-            ),
-        ));
-    }
-    if pos0
-        .checked_add(q_rows)
-        .is_none_or(|end| end > cache.keys.nrows())
-    {
-        return Err(BackendError::shape(
-            op,
-            format!(
-                "positions up to {} exceed the cache capacity {}",
-                pos0.saturating_add(q_rows),
-                cache.keys.nrows()
-            ),
-        ));
-    }
-    Ok(())
-}
-
 impl Backend for NdarrayBackend {
     type Tensor = Array2<f32>;
     type Weight = NdarrayWeight;
@@ -148,12 +82,9 @@ impl Backend for NdarrayBackend {
     }
 
     fn upload(&self, data: &[f32], rows: usize, cols: usize) -> Result<Array2<f32>> {
-        Array2::from_shape_vec((rows, cols), data.to_vec()).map_err(|_| {
-            BackendError::shape(
-                "upload",
-                format!("{} values cannot form [{rows}, {cols}]", data.len()),
-            )
-        })
+        checks::upload(data.len(), rows, cols)?;
+        Array2::from_shape_vec((rows, cols), data.to_vec())
+            .map_err(|e| BackendError::Other(format!("upload: {e}")))
     }
 
     fn download(&self, x: &Array2<f32>) -> Result<Vec<f32>> {
@@ -179,13 +110,7 @@ impl Backend for NdarrayBackend {
     }
 
     fn rms_norm(&self, x: &Array2<f32>, weight: &NdarrayWeight, eps: f32) -> Result<Array2<f32>> {
-        let (rows, cols) = weight.dims();
-        if rows != 1 || cols != x.ncols() {
-            return Err(BackendError::shape(
-                "rms_norm",
-                format!("weight {rows}x{cols} for rows of {}", x.ncols()),
-            ));
-        }
+        checks::rms_norm(x.dim(), weight.dims())?;
         let w = weight.dense_rows(0, 1)?;
         Ok(elementwise::rms_norm(x.view(), w.row(0), eps))
     }
@@ -200,30 +125,7 @@ impl Backend for NdarrayBackend {
         sin: &Array2<f32>,
         variant: RopeVariant,
     ) -> Result<Array2<f32>> {
-        check_heads("rope", x, n_heads, head_dim)?;
-        if cos.dim() != sin.dim() || 2 * cos.ncols() > head_dim || head_dim % 2 != 0 {
-            return Err(BackendError::shape(
-                "rope",
-                format!(
-                    "cos {:?} / sin {:?} tables do not fit heads of {head_dim}",
-                    cos.dim(),
-                    sin.dim()
-                ),
-            ));
-        }
-        if pos0
-            .checked_add(x.nrows())
-            .is_none_or(|end| end > cos.nrows())
-        {
-            return Err(BackendError::shape(
-                "rope",
-                format!(
-                    "position {} is past the {} positions of the tables",
-                    pos0.saturating_add(x.nrows()) - 1,
-                    cos.nrows()
-                ),
-            ));
-        }
+        checks::rope(x.dim(), n_heads, head_dim, pos0, cos.dim(), sin.dim())?;
         Ok(elementwise::rope(
             x.view(),
             n_heads,
@@ -244,13 +146,8 @@ impl Backend for NdarrayBackend {
     }
 
     fn matmul(&self, x: &Array2<f32>, w: &NdarrayWeight) -> Result<Array2<f32>> {
-        let (n, k) = w.dims();
-        if x.ncols() != k {
-            return Err(BackendError::shape(
-                "matmul",
-                format!("x is {:?}, weight is [{n}, {k}]", x.dim()),
-            ));
-        }
+        checks::matmul(x.dim(), w.dims())?;
+        let n = w.dims().0;
         // Each task dequantises a band of weight rows and fills the matching
         // output columns; bands are independent, so they run in parallel.
         let bands: Vec<(usize, usize)> = (0..n)
@@ -271,42 +168,26 @@ impl Backend for NdarrayBackend {
     }
 
     fn embedding(&self, table: &NdarrayWeight, ids: &[u32]) -> Result<Array2<f32>> {
-        let (vocab, dim) = table.dims();
-        let mut out = Array2::zeros((ids.len(), dim));
-        for (row, &id) in out.axis_iter_mut(Axis(0)).zip(ids) {
-            if id as usize >= vocab {
-                return Err(BackendError::shape(
-                    "embedding",
-                    format!("token id {id} is outside the vocabulary of {vocab}"),
-                ));
-            }
-            let mut row = row;
+        checks::embedding(ids, table.dims())?;
+        let mut out = Array2::zeros((ids.len(), table.dims().1));
+        for (mut row, &id) in out.axis_iter_mut(Axis(0)).zip(ids) {
             row.assign(&table.dense_rows(id as usize, 1)?.row(0));
         }
         Ok(out)
     }
 
     fn add(&self, a: &Array2<f32>, b: &Array2<f32>) -> Result<Array2<f32>> {
-        same_shape("add", a, b)?;
+        checks::same("add", a.dim(), b.dim())?;
         Ok(a + b)
     }
 
     fn mul(&self, a: &Array2<f32>, b: &Array2<f32>) -> Result<Array2<f32>> {
-        same_shape("mul", a, b)?;
+        checks::same("mul", a.dim(), b.dim())?;
         Ok(a * b)
     }
 
     fn rows(&self, x: &Array2<f32>, start: usize, len: usize) -> Result<Array2<f32>> {
-        if start.checked_add(len).is_none_or(|end| end > x.nrows()) {
-            return Err(BackendError::shape(
-                "rows",
-                format!(
-                    "rows {start}..{} of {}",
-                    start.saturating_add(len),
-                    x.nrows()
-                ),
-            ));
-        }
+        checks::rows(x.dim(), start, len)?;
         Ok(x.slice(s![start..start + len, ..]).to_owned())
     }
 
@@ -324,17 +205,7 @@ impl Backend for NdarrayBackend {
         v: &Array2<f32>,
         pos0: usize,
     ) -> Result<()> {
-        same_shape("kv_append", k, v)?;
-        let (capacity, width) = cache.keys.dim();
-        if k.ncols() != width || pos0.checked_add(k.nrows()).is_none_or(|end| end > capacity) {
-            return Err(BackendError::shape(
-                "kv_append",
-                format!(
-                    "{:?} at position {pos0} into a cache of [{capacity}, {width}]",
-                    k.dim()
-                ),
-            ));
-        }
+        checks::kv_append(cache.keys.dim(), k.dim(), v.dim(), pos0)?;
         let rows = s![pos0..pos0 + k.nrows(), ..];
         cache.keys.slice_mut(rows).assign(k);
         cache.values.slice_mut(rows).assign(v);
@@ -348,8 +219,7 @@ impl Backend for NdarrayBackend {
         pos0: usize,
         shape: AttentionShape,
     ) -> Result<Array2<f32>> {
-        check_attention("attention_scores", q.nrows(), cache, pos0, shape)?;
-        check_heads("attention_scores", q, shape.n_heads, shape.head_dim)?;
+        checks::attention_scores(q.dim(), cache.keys.dim(), pos0, shape)?;
         Ok(attention::scores(q.view(), cache.keys.view(), pos0, shape))
     }
 
@@ -360,18 +230,7 @@ impl Backend for NdarrayBackend {
         pos0: usize,
         shape: AttentionShape,
     ) -> Result<Array2<f32>> {
-        let seq = probs.nrows() / shape.n_heads.max(1);
-        check_attention("attention_weighted_sum", seq, cache, pos0, shape)?;
-        if probs.nrows() != shape.n_heads * seq || probs.ncols() != pos0 + seq {
-            return Err(BackendError::shape(
-                "attention_weighted_sum",
-                format!(
-                    "probabilities {:?} do not match {} heads at position {pos0}",
-                    probs.dim(),
-                    shape.n_heads
-                ),
-            ));
-        }
+        let seq = checks::attention_weighted_sum(probs.dim(), cache.values.dim(), pos0, shape)?;
         Ok(attention::weighted_sum(
             probs.view(),
             cache.values.view(),

@@ -1,0 +1,240 @@
+//! The cases: one op at one shape, runnable on any backend.
+
+use rbees_core::{
+    rope_tables, AttentionShape, Backend, HostWeight, Op, Result, RopeVariant, WeightDType,
+};
+
+use crate::data::{values, weight_bytes};
+
+/// NMSE limits. Elementwise ops, norms, softmax, RoPE, attention and
+/// products with float weights differ only by f32 rounding order (~1e-14
+/// seen); 1e-9 still catches any indexing or formula mistake. Quantised
+/// products may round activations to Q8 first (candle, llama.cpp: ~2e-5
+/// seen), so they get llama.cpp test-backend-ops' 5e-4.
+pub const EXACT_LIMIT: f64 = 1e-9;
+pub const QUANTIZED_MATMUL_LIMIT: f64 = 5e-4;
+
+#[derive(Debug, Clone)]
+pub enum Case {
+    RmsNorm {
+        rows: usize,
+        dim: usize,
+    },
+    Rope {
+        seq: usize,
+        heads: usize,
+        head_dim: usize,
+        rope_dim: usize,
+        pos0: usize,
+        variant: RopeVariant,
+    },
+    Softmax {
+        rows: usize,
+        cols: usize,
+    },
+    Silu {
+        rows: usize,
+        cols: usize,
+    },
+    MatMul {
+        m: usize,
+        n: usize,
+        k: usize,
+        dtype: WeightDType,
+    },
+    Embedding {
+        vocab: usize,
+        dim: usize,
+        dtype: WeightDType,
+    },
+    Add {
+        rows: usize,
+        cols: usize,
+    },
+    Mul {
+        rows: usize,
+        cols: usize,
+    },
+    AttentionScores {
+        seq: usize,
+        pos0: usize,
+        shape: AttentionShape,
+    },
+    Attention {
+        seq: usize,
+        pos0: usize,
+        shape: AttentionShape,
+    },
+    SwiGlu {
+        rows: usize,
+        cols: usize,
+    },
+}
+
+impl Case {
+    pub fn op(&self) -> Op {
+        match self {
+            Case::RmsNorm { .. } => Op::RmsNorm,
+            Case::Rope { .. } => Op::Rope,
+            Case::Softmax { .. } => Op::Softmax,
+            Case::Silu { .. } => Op::Silu,
+            Case::MatMul { .. } => Op::MatMul,
+            Case::Embedding { .. } => Op::Embedding,
+            Case::Add { .. } => Op::Add,
+            Case::Mul { .. } => Op::Mul,
+            Case::AttentionScores { .. } => Op::AttentionScores,
+            Case::Attention { .. } => Op::Attention,
+            Case::SwiGlu { .. } => Op::SwiGlu,
+        }
+    }
+
+    pub fn dtype(&self) -> Option<WeightDType> {
+        match self {
+            Case::MatMul { dtype, .. } | Case::Embedding { dtype, .. } => Some(*dtype),
+            Case::RmsNorm { .. } => Some(WeightDType::F32),
+            _ => None,
+        }
+    }
+
+    pub fn limit(&self) -> f64 {
+        match self {
+            Case::MatMul { dtype, .. } if dtype.is_quantized() => QUANTIZED_MATMUL_LIMIT,
+            _ => EXACT_LIMIT,
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Case::RmsNorm { rows, dim } => format!("rows={rows} dim={dim}"),
+            Case::Rope {
+                seq,
+                heads,
+                head_dim,
+                rope_dim,
+                pos0,
+                variant,
+            } => format!(
+                "seq={seq} heads={heads} head_dim={head_dim} rot={rope_dim} pos0={pos0} {variant:?}"
+            ),
+            Case::Softmax { rows, cols }
+            | Case::Silu { rows, cols }
+            | Case::Add { rows, cols }
+            | Case::Mul { rows, cols }
+            | Case::SwiGlu { rows, cols } => {
+                format!("rows={rows} cols={cols}")
+            }
+            Case::MatMul { m, n, k, dtype } => format!("{dtype} m={m} n={n} k={k}"),
+            Case::Embedding { vocab, dim, dtype } => format!("{dtype} vocab={vocab} dim={dim}"),
+            Case::AttentionScores { seq, pos0, shape } | Case::Attention { seq, pos0, shape } => {
+                format!(
+                    "seq={seq} pos0={pos0} heads={}/{} head_dim={}",
+                    shape.n_heads, shape.n_kv_heads, shape.head_dim
+                )
+            }
+        }
+    }
+
+    /// Runs the case on `b`; the same seeds give the same inputs on every backend.
+    pub fn run<B: Backend>(&self, b: &B) -> Result<Vec<f32>> {
+        let act = |rows: usize, cols: usize, seed: u64| {
+            b.upload(&values(rows * cols, seed, 1.0), rows, cols)
+        };
+        let out = match *self {
+            Case::RmsNorm { rows, dim } => {
+                let bytes = weight_bytes(WeightDType::F32, 1, dim, 2).map_err(other)?;
+                let w =
+                    b.load_weight(&HostWeight::new("norm", WeightDType::F32, &[dim], &bytes)?)?;
+                b.rms_norm(&act(rows, dim, 1)?, &w, 1e-5)?
+            }
+            Case::Rope {
+                seq,
+                heads,
+                head_dim,
+                rope_dim,
+                pos0,
+                variant,
+            } => {
+                let positions = pos0 + seq;
+                let (cos, sin) = rope_tables(positions, rope_dim, 10_000.0);
+                let cos = b.upload(&cos, positions, rope_dim / 2)?;
+                let sin = b.upload(&sin, positions, rope_dim / 2)?;
+                b.rope(
+                    &act(seq, heads * head_dim, 3)?,
+                    heads,
+                    head_dim,
+                    pos0,
+                    &cos,
+                    &sin,
+                    variant,
+                )?
+            }
+            Case::Softmax { rows, cols } => {
+                // Wide logits, as attention scores and output logits are.
+                b.softmax(&b.upload(&values(rows * cols, 4, 8.0), rows, cols)?)?
+            }
+            Case::Silu { rows, cols } => {
+                b.silu(&b.upload(&values(rows * cols, 5, 4.0), rows, cols)?)?
+            }
+            Case::MatMul { m, n, k, dtype } => {
+                let bytes = weight_bytes(dtype, n, k, 6).map_err(other)?;
+                let w = b.load_weight(&HostWeight::new("w", dtype, &[n, k], &bytes)?)?;
+                b.matmul(&act(m, k, 7)?, &w)?
+            }
+            Case::Embedding { vocab, dim, dtype } => {
+                let bytes = weight_bytes(dtype, vocab, dim, 8).map_err(other)?;
+                let table =
+                    b.load_weight(&HostWeight::new("embd", dtype, &[vocab, dim], &bytes)?)?;
+                let last = vocab as u32 - 1;
+                b.embedding(&table, &[0, last, 1, last / 2, 0])?
+            }
+            Case::Add { rows, cols } => b.add(&act(rows, cols, 9)?, &act(rows, cols, 10)?)?,
+            Case::Mul { rows, cols } => b.mul(&act(rows, cols, 11)?, &act(rows, cols, 12)?)?,
+            Case::SwiGlu { rows, cols } => {
+                b.swiglu(&act(rows, cols, 13)?, &act(rows, cols, 14)?)?
+            }
+            Case::AttentionScores { seq, pos0, shape } => {
+                let (q, cache) = attention_inputs(b, seq, pos0, shape)?;
+                b.attention_scores(&q, &cache, pos0, shape)?
+            }
+            Case::Attention { seq, pos0, shape } => {
+                let (q, cache) = attention_inputs(b, seq, pos0, shape)?;
+                b.attention(&q, &cache, pos0, shape)?
+            }
+        };
+        b.download(&out)
+    }
+}
+
+fn other(e: String) -> rbees_core::BackendError {
+    rbees_core::BackendError::Other(e)
+}
+
+/// A query block and a cache holding `pos0` earlier positions plus the block's own.
+fn attention_inputs<B: Backend>(
+    b: &B,
+    seq: usize,
+    pos0: usize,
+    shape: AttentionShape,
+) -> Result<(B::Tensor, B::KvCache)> {
+    let width = shape.n_kv_heads * shape.head_dim;
+    let total = pos0 + seq;
+    let mut cache = b.kv_cache(total + 3, width)?;
+    let k = b.upload(&values(total * width, 15, 1.0), total, width)?;
+    let v = b.upload(&values(total * width, 16, 1.0), total, width)?;
+    // Two appends, as a prompt then a decode step would do.
+    if pos0 > 0 {
+        b.kv_append(&mut cache, &b.rows(&k, 0, pos0)?, &b.rows(&v, 0, pos0)?, 0)?;
+    }
+    b.kv_append(
+        &mut cache,
+        &b.rows(&k, pos0, seq)?,
+        &b.rows(&v, pos0, seq)?,
+        pos0,
+    )?;
+    let q = b.upload(
+        &values(seq * shape.n_heads * shape.head_dim, 17, 1.0),
+        seq,
+        shape.n_heads * shape.head_dim,
+    )?;
+    Ok((q, cache))
+}

@@ -1,0 +1,55 @@
+//! Deterministic inputs: random activations and weights in any GGUF type.
+
+use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::{Device, Tensor};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use rbees_core::WeightDType;
+
+/// Roughly normal values (sum of uniforms), scaled, from a seed.
+pub fn values(n: usize, seed: u64, scale: f32) -> Vec<f32> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    (0..n)
+        .map(|_| {
+            let s: f32 = (0..4).map(|_| rng.random::<f32>() - 0.5).sum();
+            s * scale * 1.732
+        })
+        .collect()
+}
+
+fn candle_dtype(dtype: WeightDType) -> GgmlDType {
+    match dtype {
+        WeightDType::F32 => GgmlDType::F32,
+        WeightDType::F16 => GgmlDType::F16,
+        WeightDType::BF16 => GgmlDType::BF16,
+        WeightDType::Q4_0 => GgmlDType::Q4_0,
+        WeightDType::Q4_1 => GgmlDType::Q4_1,
+        WeightDType::Q5_0 => GgmlDType::Q5_0,
+        WeightDType::Q5_1 => GgmlDType::Q5_1,
+        WeightDType::Q8_0 => GgmlDType::Q8_0,
+        WeightDType::Q2K => GgmlDType::Q2K,
+        WeightDType::Q3K => GgmlDType::Q3K,
+        WeightDType::Q4K => GgmlDType::Q4K,
+        WeightDType::Q5K => GgmlDType::Q5K,
+        WeightDType::Q6K => GgmlDType::Q6K,
+        WeightDType::Q8K => GgmlDType::Q8K,
+    }
+}
+
+/// GGUF bytes of a random `[rows, cols]` weight stored as `dtype`
+/// (quantised by candle-core, as a GGUF writer would).
+pub fn weight_bytes(
+    dtype: WeightDType,
+    rows: usize,
+    cols: usize,
+    seed: u64,
+) -> Result<Vec<u8>, String> {
+    let dense = values(rows * cols, seed, 0.5);
+    if dtype == WeightDType::F32 {
+        return Ok(dense.iter().flat_map(|v| v.to_le_bytes()).collect());
+    }
+    let shape: &[usize] = if rows == 1 { &[cols] } else { &[rows, cols] };
+    let tensor = Tensor::from_vec(dense, shape, &Device::Cpu).map_err(|e| e.to_string())?;
+    let q = QTensor::quantize(&tensor, candle_dtype(dtype)).map_err(|e| e.to_string())?;
+    q.data().map(|d| d.into_owned()).map_err(|e| e.to_string())
+}
