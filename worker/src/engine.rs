@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 use enum_dispatch::enum_dispatch;
 use rbees_backend_candle::CandleBackend;
 use rbees_backend_ndarray::NdarrayBackend;
-use rbees_core::{find_descriptor, BackendOptions};
+use rbees_core::{find_descriptor, Backend, BackendOptions};
 use rbees_model::{
     generate, CapabilityReport, GenerateParams, Generated, GgufFile, Llama, LlamaConfig,
     LoadOptions, TokenEvent, Tokenizer,
@@ -80,10 +80,63 @@ pub struct BackendChoice {
     pub options: BackendOptions,
 }
 
+/// Work to do with a backend of whatever type the choice names. The where
+/// clause lets a visitor build an [`AnyModel`] from a `Llama<B>`.
+pub trait BackendVisitor {
+    type Output;
+    fn visit<B: Backend>(self, backend: B) -> Result<Self::Output>
+    where
+        Llama<B>: Into<AnyModel>;
+}
+
+/// Constructs the chosen backend and hands it to `visitor`: the one place
+/// that maps backend names to types. Unknown names list the known ones; a
+/// device the backend cannot use here is refused before anything loads.
+pub fn with_backend<V: BackendVisitor>(choice: &BackendChoice, visitor: V) -> Result<V::Output> {
+    let descriptor = find_descriptor(&choice.kind).map_err(anyhow::Error::msg)?;
+    if let Err(why) = (descriptor.probe)(&choice.options.device) {
+        bail!(
+            "backend '{}' cannot use device '{}': {why}",
+            choice.kind,
+            choice.options.device
+        );
+    }
+    match descriptor.name {
+        "ndarray" => visitor.visit(NdarrayBackend::new(&choice.options)?),
+        "candle" => visitor.visit(CandleBackend::new(&choice.options)?),
+        other => bail!("backend '{other}' is registered but this binary cannot construct it"),
+    }
+}
+
 /// A loaded model with its tokenizer.
 pub struct LoadedModel {
     pub model: AnyModel,
     pub tokenizer: Tokenizer,
+}
+
+struct LoadModel<'a> {
+    gguf: &'a GgufFile,
+    options: &'a LoadOptions,
+    progress: &'a mut dyn FnMut(usize, usize),
+}
+
+impl BackendVisitor for LoadModel<'_> {
+    type Output = AnyModel;
+
+    fn visit<B: Backend>(self, backend: B) -> Result<AnyModel>
+    where
+        Llama<B>: Into<AnyModel>,
+    {
+        let name = backend.name();
+        let model =
+            Llama::load(backend, self.gguf, self.options, self.progress).with_context(|| {
+                format!(
+                    "cannot load {} on the {name} backend",
+                    self.gguf.path().display()
+                )
+            })?;
+        Ok(model.into())
+    }
 }
 
 /// Opens the GGUF file, builds the tokenizer and loads the weights on the
@@ -95,14 +148,8 @@ pub fn load(
     load_options: &LoadOptions,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<LoadedModel> {
-    let descriptor = find_descriptor(&choice.kind).map_err(anyhow::Error::msg)?;
-    if let Err(why) = (descriptor.probe)(&choice.options.device) {
-        bail!(
-            "backend '{}' cannot use device '{}': {why}",
-            choice.kind,
-            choice.options.device
-        );
-    }
+    // Refuse an unknown backend or device before reading the file.
+    find_descriptor(&choice.kind).map_err(anyhow::Error::msg)?;
     let gguf = GgufFile::open(path)?;
     let tokenizer = Tokenizer::from_gguf_metadata(gguf.metadata())
         .with_context(|| format!("cannot build the tokenizer of {}", path.display()))?;
@@ -114,27 +161,11 @@ pub fn load(
             tokenizer.vocab_size()
         );
     }
-    let loading = || {
-        format!(
-            "cannot load {} on the {} backend",
-            path.display(),
-            choice.kind
-        )
+    let visitor = LoadModel {
+        gguf: &gguf,
+        options: load_options,
+        progress,
     };
-    let model = match descriptor.name {
-        "ndarray" => {
-            let backend = NdarrayBackend::new(&choice.options)?;
-            AnyModel::from(
-                Llama::load(backend, &gguf, load_options, progress).with_context(loading)?,
-            )
-        }
-        "candle" => {
-            let backend = CandleBackend::new(&choice.options)?;
-            AnyModel::from(
-                Llama::load(backend, &gguf, load_options, progress).with_context(loading)?,
-            )
-        }
-        other => bail!("backend '{other}' is registered but this binary cannot construct it"),
-    };
+    let model = with_backend(choice, visitor)?;
     Ok(LoadedModel { model, tokenizer })
 }

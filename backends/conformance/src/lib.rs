@@ -121,13 +121,16 @@ pub fn all_cases(options: &Options) -> Vec<Case> {
             continue;
         }
         for dtype in MATMUL_DTYPES {
+            // ffn_up ([ff, dim]) where rows of `dim` are whole blocks, else
+            // ffn_down ([dim, ff]): SmolLM2's 576 is not a multiple of the
+            // K-quants' 256, so its K-quant files use them on ffn_down only.
+            let (n, k) = if dim % dtype.block_size() == 0 {
+                (shape.ff, dim)
+            } else {
+                (dim, shape.ff)
+            };
             for m in [1, 128] {
-                cases.push(Case::MatMul {
-                    m,
-                    n: shape.ff,
-                    k: dim,
-                    dtype,
-                });
+                cases.push(Case::MatMul { m, n, k, dtype });
             }
         }
         for dtype in [
@@ -136,11 +139,10 @@ pub fn all_cases(options: &Options) -> Vec<Case> {
             WeightDType::Q4K,
             WeightDType::Q6K,
         ] {
-            cases.push(Case::Embedding {
-                vocab: shape.vocab,
-                dim,
-                dtype,
-            });
+            if dim % dtype.block_size() == 0 {
+                let vocab = shape.vocab;
+                cases.push(Case::Embedding { vocab, dim, dtype });
+            }
         }
     }
     // Odd sizes: one row, widths that are not a multiple of 32, long rows,

@@ -1,6 +1,7 @@
 //! The `rbees` command line.
 
 mod backends;
+pub mod conformance;
 mod generate;
 mod tokenize;
 
@@ -34,6 +35,8 @@ pub enum Command {
     Generate(GenerateArgs),
     /// List the backends built into this binary and whether they can run here.
     Backends,
+    /// Check every op of a backend against the ndarray reference.
+    Conformance(conformance::ConformanceArgs),
 }
 
 /// Model and backend selection shared by the commands that load a model.
@@ -95,5 +98,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Tokenize(args) => tokenize::run(&args),
         Command::Generate(args) => generate::run(&args),
         Command::Backends => backends::run(),
+        Command::Conformance(args) => conformance::run(&args),
     }
 }

@@ -1,0 +1,42 @@
+//! The conformance suite on every backend compiled into this build that can
+//! run here (ndarray, candle on the CPU; candle on CUDA is checked with
+//! `rbees conformance --device cuda:0` on a GPU machine).
+
+use rbees_conformance::{Options, Outcome};
+use rbees_core::descriptors;
+use rbees_worker::cli::conformance::check;
+
+#[test]
+fn every_cpu_backend_conforms_to_the_reference() {
+    let backends: Vec<_> = descriptors()
+        .into_iter()
+        .filter(|d| (d.probe)("cpu").is_ok())
+        .map(|d| d.name)
+        .collect();
+    assert!(
+        backends.contains(&"ndarray") && backends.contains(&"candle"),
+        "{backends:?}"
+    );
+    for kind in backends {
+        let report = check(kind, "cpu", 2, &Options::default()).expect("backend starts");
+        println!("{report}");
+        assert!(report.is_ok(), "{kind} fails conformance:\n{report}");
+        // Weight types GGUF models use must actually be checked, not skipped.
+        for r in &report.results {
+            let skipped = matches!(r.outcome, Outcome::Unsupported(_) | Outcome::NoReference(_));
+            if skipped {
+                assert!(
+                    r.case.starts_with("Q8_K"),
+                    "{kind}: {}({}) was not checked",
+                    r.op,
+                    r.case
+                );
+            }
+        }
+        assert!(
+            report.passed() > 100,
+            "{kind}: only {} cases passed",
+            report.passed()
+        );
+    }
+}
