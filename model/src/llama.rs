@@ -37,8 +37,9 @@ impl CapabilityReport {
     }
 }
 
-/// Observer of intermediate activations, for checkpoint tests and debugging.
-pub type Trace<'t, B> = &'t mut dyn FnMut(&str, &<B as Backend>::Tensor);
+/// Observer of intermediate activations, for checkpoint tests and debugging;
+/// it gets the backend too, to download them.
+pub type Trace<'t, B> = &'t mut dyn FnMut(&B, &str, &<B as Backend>::Tensor);
 
 /// A Llama-architecture model loaded on backend `B`, with its KV cache.
 pub struct Llama<B: Backend> {
@@ -221,7 +222,7 @@ impl<B: Backend> Llama<B> {
         let tracing = trace.is_some();
         let mut emit = |name: &str, t: &B::Tensor| {
             if let Some(f) = trace.as_mut() {
-                f(name, t)
+                f(b, name, t)
             }
         };
         let shape = AttentionShape {

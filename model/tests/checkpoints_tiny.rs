@@ -11,22 +11,20 @@ use rbees_core::Backend;
 
 const TOLERANCE: f32 = 1e-4;
 
-fn traced(prompt: &[u32]) -> (HashMap<String, Vec<f32>>, Vec<f32>) {
-    let (mut model, _) = load("testdata/models/tiny-llama2-f32.gguf", None);
-    let backend = rbees_backend_ndarray::NdarrayBackend::new(&Default::default()).unwrap();
+fn traced<B: Backend>(backend: B, prompt: &[u32]) -> (HashMap<String, Vec<f32>>, Vec<f32>) {
+    let (mut model, _) = load_on(backend, "testdata/models/tiny-llama2-f32.gguf", None);
     let mut seen = HashMap::new();
     let logits = model
-        .forward_traced(prompt, 0, &mut |name, t| {
-            seen.insert(name.to_string(), backend.download(t).unwrap());
+        .forward_traced(prompt, 0, &mut |b, name, t| {
+            seen.insert(name.to_string(), b.download(t).unwrap());
         })
         .unwrap();
     (seen, logits)
 }
 
-#[test]
-fn every_checkpoint_matches_numpy() {
+fn every_checkpoint_matches_numpy<B: Backend>(backend: B) {
     let fx = fixture("checkpoints_tiny.json");
-    let (seen, logits) = traced(&ids(&fx["prompt_ids"]));
+    let (seen, logits) = traced(backend, &ids(&fx["prompt_ids"]));
     let checkpoints = fx["checkpoints"].as_object().unwrap();
     // RMSNorm (1), QKV (2), RoPE (1B), attention scores (4), attention output (5),
     // SwiGLU (6), first block (7), full logits (8).
@@ -65,13 +63,12 @@ fn every_checkpoint_matches_numpy() {
 
 /// KV cache (3): the prompt fed in pieces, reusing the cache, gives the
 /// same logits at every position as the numpy pass over the whole prompt.
-#[test]
-fn kv_cache_continuation_matches_full_pass() {
+fn kv_cache_continuation_matches_full_pass<B: Backend>(backend: B) {
     let fx = fixture("checkpoints_tiny.json");
     let prompt = ids(&fx["prompt_ids"]);
     let want = floats(&fx["checkpoints"]["logits"]["data"]);
     let vocab = want.len() / prompt.len();
-    let (mut model, _) = load("testdata/models/tiny-llama2-f32.gguf", None);
+    let (mut model, _) = load_on(backend, "testdata/models/tiny-llama2-f32.gguf", None);
     // Fill the cache with junk first: a new request must overwrite it.
     model.forward(&[5, 6, 7, 8, 9, 10, 11, 12], 0).unwrap();
     let split = 3;
@@ -83,4 +80,24 @@ fn kv_cache_continuation_matches_full_pass() {
         let diff = max_abs_diff(&got, &want[pos * vocab..(pos + 1) * vocab]);
         assert!(diff < 1e-3, "position {pos}: logits differ by {diff}");
     }
+}
+
+#[test]
+fn ndarray_checkpoints_match_numpy() {
+    every_checkpoint_matches_numpy(ndarray());
+}
+
+#[test]
+fn candle_checkpoints_match_numpy() {
+    every_checkpoint_matches_numpy(candle());
+}
+
+#[test]
+fn ndarray_kv_cache_continuation_matches_full_pass() {
+    kv_cache_continuation_matches_full_pass(ndarray());
+}
+
+#[test]
+fn candle_kv_cache_continuation_matches_full_pass() {
+    kv_cache_continuation_matches_full_pass(candle());
 }

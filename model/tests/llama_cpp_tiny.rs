@@ -1,24 +1,28 @@
-//! The tiny Llama-2-shaped models against llama.cpp (testdata/fixtures/generate_tiny.json).
+//! The tiny Llama-2-shaped models against llama.cpp (testdata/fixtures/generate_tiny.json),
+//! on every CPU backend.
 
 mod common;
 
 use common::*;
+use rbees_core::Backend;
 
 /// llama.cpp's CPU path rounds activations to Q8 before quantised products;
-/// the reference backend multiplies in f32. On these deliberately peaky
-/// models (logit std ~10) that moves logits by up to ~1, i.e. an NMSE of a
-/// few 1e-4; the bound leaves room for that and no more.
+/// the reference backend multiplies in f32 (candle rounds like llama.cpp).
+/// On these deliberately peaky models (logit std ~10) that moves logits by
+/// up to ~1, an NMSE of a few 1e-4; the bound leaves room for that and no more.
 const QUANTIZED_LOGITS_NMSE: f64 = 2e-3;
 
-#[test]
-fn f32_model_matches_llama_cpp_logits_and_greedy_ids() {
+fn f32_model_matches_llama_cpp<B: Backend>(backend: B) {
     let fx = fixture("generate_tiny.json");
-    let (mut model, tok) = load("testdata/models/tiny-llama2-f32.gguf", None);
+    let path = "testdata/models/tiny-llama2-f32.gguf";
+    let (mut model, tok) = load_on(backend, path, None);
     let mut checked = 0;
-    for case in fx["cases"].as_array().unwrap() {
-        if case["model"] != "testdata/models/tiny-llama2-f32.gguf" {
-            continue;
-        }
+    for case in fx["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["model"] == path)
+    {
         let prompt = case["prompt"].as_str().unwrap();
         let prompt_ids = ids(&case["prompt_ids"]);
         assert_eq!(
@@ -35,14 +39,13 @@ fn f32_model_matches_llama_cpp_logits_and_greedy_ids() {
     assert!(checked >= 4, "only {checked} cases");
 }
 
-#[test]
-fn quantized_models_match_llama_cpp_within_activation_rounding() {
+fn quantized_models_match_llama_cpp<B: Backend>(make: impl Fn() -> B) {
     let fx = fixture("generate_tiny.json");
     for path in [
         "testdata/models/tiny-llama2-q8_0.gguf",
         "testdata/models/tiny-llama2-q4_0-tied.gguf",
     ] {
-        let (mut model, tok) = load(path, None);
+        let (mut model, tok) = load_on(make(), path, None);
         for case in fx["cases"]
             .as_array()
             .unwrap()
@@ -70,4 +73,24 @@ fn quantized_models_match_llama_cpp_within_activation_rounding() {
             }
         }
     }
+}
+
+#[test]
+fn ndarray_f32_model_matches_llama_cpp() {
+    f32_model_matches_llama_cpp(ndarray());
+}
+
+#[test]
+fn candle_f32_model_matches_llama_cpp() {
+    f32_model_matches_llama_cpp(candle());
+}
+
+#[test]
+fn ndarray_quantized_models_match_llama_cpp() {
+    quantized_models_match_llama_cpp(ndarray);
+}
+
+#[test]
+fn candle_quantized_models_match_llama_cpp() {
+    quantized_models_match_llama_cpp(candle);
 }

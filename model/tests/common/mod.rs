@@ -3,8 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
+use rbees_backend_candle::CandleBackend;
 use rbees_backend_ndarray::NdarrayBackend;
-use rbees_core::BackendOptions;
+use rbees_core::{Backend, BackendOptions};
 use rbees_model::{GgufFile, Llama, LoadOptions, Tokenizer};
 use serde_json::Value;
 
@@ -50,14 +51,29 @@ pub fn ids(v: &Value) -> Vec<u32> {
         .collect()
 }
 
-pub fn load(relative: &str, context: Option<usize>) -> (Llama<NdarrayBackend>, Tokenizer) {
-    let gguf = GgufFile::open(repo_file(relative)).expect("model opens");
-    let tokenizer = Tokenizer::from_gguf_metadata(gguf.metadata()).expect("tokenizer");
-    let backend = NdarrayBackend::new(&BackendOptions {
+fn cpu() -> BackendOptions {
+    BackendOptions {
         device: "cpu".into(),
         threads: Some(2),
-    })
-    .expect("backend");
+    }
+}
+
+pub fn ndarray() -> NdarrayBackend {
+    NdarrayBackend::new(&cpu()).expect("ndarray backend")
+}
+
+pub fn candle() -> CandleBackend {
+    CandleBackend::new(&cpu()).expect("candle backend")
+}
+
+/// Loads a repo-relative model on `backend`.
+pub fn load_on<B: Backend>(
+    backend: B,
+    relative: &str,
+    context: Option<usize>,
+) -> (Llama<B>, Tokenizer) {
+    let gguf = GgufFile::open(repo_file(relative)).expect("model opens");
+    let tokenizer = Tokenizer::from_gguf_metadata(gguf.metadata()).expect("tokenizer");
     let model =
         Llama::load(backend, &gguf, &LoadOptions { context }, &mut |_, _| {}).expect("model loads");
     (model, tokenizer)
@@ -71,21 +87,12 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
         .fold(0.0, f32::max)
 }
 
-/// Normalised mean squared error, as llama.cpp's test-backend-ops reports it.
-pub fn nmse(got: &[f32], want: &[f32]) -> f64 {
-    assert_eq!(got.len(), want.len(), "length mismatch");
-    let err: f64 = got
-        .iter()
-        .zip(want)
-        .map(|(g, w)| ((g - w) as f64).powi(2))
-        .sum();
-    let norm: f64 = want.iter().map(|w| (*w as f64).powi(2)).sum();
-    err / norm.max(f64::MIN_POSITIVE)
-}
+#[allow(unused_imports)]
+pub use rbees_conformance::nmse;
 
 /// Greedy generation with EOS ignored: the ids and the last prompt logits.
-pub fn greedy(
-    model: &mut Llama<NdarrayBackend>,
+pub fn greedy<B: Backend>(
+    model: &mut Llama<B>,
     tokenizer: &Tokenizer,
     prompt_ids: &[u32],
     n: usize,
