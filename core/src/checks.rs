@@ -73,7 +73,7 @@ pub fn rope(
     sin: Dims,
 ) -> Result<()> {
     heads("rope", x, n_heads, head_dim)?;
-    if cos != sin || cos.1 == 0 || 2 * cos.1 > head_dim || head_dim % 2 != 0 {
+    if cos != sin || cos.1 == 0 || 2 * cos.1 > head_dim || !head_dim.is_multiple_of(2) {
         return fail(
             "rope",
             format!("cos {cos:?} / sin {sin:?} tables do not fit heads of {head_dim}"),
@@ -128,7 +128,7 @@ pub fn attention(
     pos0: usize,
     shape: AttentionShape,
 ) -> Result<()> {
-    if shape.n_kv_heads == 0 || shape.n_heads % shape.n_kv_heads != 0 {
+    if shape.n_kv_heads == 0 || !shape.n_heads.is_multiple_of(shape.n_kv_heads) {
         return fail(
             op,
             format!(

@@ -100,7 +100,7 @@ impl WeightDType {
     /// Bytes needed for `elements` values, or `None` when `elements` is not a
     /// whole number of blocks or the size overflows.
     pub fn storage_bytes(self, elements: usize) -> Option<usize> {
-        if elements % self.block_size() != 0 {
+        if !elements.is_multiple_of(self.block_size()) {
             return None;
         }
         (elements / self.block_size()).checked_mul(self.block_bytes())

@@ -42,11 +42,6 @@ impl Op {
         Op::Attention,
         Op::SwiGlu,
     ];
-
-    /// Whether the op reads a weight, so its support depends on the weight dtype.
-    pub fn takes_weight(self) -> bool {
-        matches!(self, Op::MatMul | Op::Embedding | Op::RmsNorm)
-    }
 }
 
 impl fmt::Display for Op {

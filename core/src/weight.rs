@@ -58,7 +58,7 @@ impl<'a> HostWeight<'a> {
             )));
         }
         let cols = *self.shape.last().unwrap_or(&0);
-        if cols % self.dtype.block_size() != 0 {
+        if !cols.is_multiple_of(self.dtype.block_size()) {
             return Err(bad(format!(
                 "row length {cols} is not a multiple of the {} block size {}",
                 self.dtype,

@@ -171,6 +171,12 @@ fn greedy_generation_matches_llama_cpp() {
             .fold(0.0, f64::max);
         assert!(worst < 1e-3, "{prompt:?}: logits differ by {worst}");
 
+        // The reference backend runs the fused ops as default compositions, and says so.
+        assert_eq!(
+            out["composed_ops"],
+            serde_json::json!(["attention", "swiglu"])
+        );
+
         let t = &out["timings"];
         assert!(t.is_object(), "timings: {t}");
         assert_eq!(

@@ -152,6 +152,14 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
             "seed": seed,
             "backend": loaded.model.backend_name(),
             "device": loaded.model.device_name(),
+            // Fused ops that ran as the trait's default composition.
+            "composed_ops": loaded
+                .model
+                .capability_report()
+                .composed_ops()
+                .iter()
+                .map(|op| op.to_string())
+                .collect::<Vec<_>>(),
             "timings": {
                 "load_ms": load_ms,
                 "prompt_tokens": t.prompt_tokens,
