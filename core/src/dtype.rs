@@ -133,6 +133,41 @@ impl fmt::Display for WeightDType {
     }
 }
 
+#[cfg(feature = "candle")]
+mod candle_names {
+    use candle_core::quantized::GgmlDType;
+
+    use super::WeightDType;
+
+    impl WeightDType {
+        /// candle-core's name for this storage type.
+        pub fn to_candle(self) -> GgmlDType {
+            match self {
+                WeightDType::F32 => GgmlDType::F32,
+                WeightDType::F16 => GgmlDType::F16,
+                WeightDType::BF16 => GgmlDType::BF16,
+                WeightDType::Q4_0 => GgmlDType::Q4_0,
+                WeightDType::Q4_1 => GgmlDType::Q4_1,
+                WeightDType::Q5_0 => GgmlDType::Q5_0,
+                WeightDType::Q5_1 => GgmlDType::Q5_1,
+                WeightDType::Q8_0 => GgmlDType::Q8_0,
+                WeightDType::Q2K => GgmlDType::Q2K,
+                WeightDType::Q3K => GgmlDType::Q3K,
+                WeightDType::Q4K => GgmlDType::Q4K,
+                WeightDType::Q5K => GgmlDType::Q5K,
+                WeightDType::Q6K => GgmlDType::Q6K,
+                WeightDType::Q8K => GgmlDType::Q8K,
+            }
+        }
+
+        /// rbees's name for a candle-core storage type; `None` for a type
+        /// rbees does not run (Q8_1, an activation-only type).
+        pub fn from_candle(dtype: GgmlDType) -> Option<Self> {
+            Self::ALL.into_iter().find(|d| d.to_candle() == dtype)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,6 +182,18 @@ mod tests {
             None,
             "Q4_2 was removed from ggml"
         );
+    }
+
+    #[cfg(feature = "candle")]
+    #[test]
+    fn candle_names_round_trip_and_agree_on_block_layout() {
+        for d in WeightDType::ALL {
+            assert_eq!(WeightDType::from_candle(d.to_candle()), Some(d));
+            assert_eq!(d.to_candle().block_size(), d.block_size(), "{d}");
+            assert_eq!(d.to_candle().type_size(), d.block_bytes(), "{d}");
+        }
+        let q8_1 = candle_core::quantized::GgmlDType::Q8_1;
+        assert_eq!(WeightDType::from_candle(q8_1), None);
     }
 
     #[test]

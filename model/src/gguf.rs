@@ -6,7 +6,6 @@ use std::io::Cursor;
 use std::path::{Path, PathBuf};
 
 use candle_core::quantized::gguf_file::{Content, Value};
-use candle_core::quantized::GgmlDType;
 use memmap2::Mmap;
 use rbees_core::{HostWeight, WeightDType};
 
@@ -75,10 +74,11 @@ impl GgufFile {
                 name: name.to_string(),
                 detail: "missing from the model file".into(),
             })?;
-        let dtype = weight_dtype(info.ggml_dtype).ok_or_else(|| ModelError::Tensor {
-            name: name.to_string(),
-            detail: format!("storage type {:?} is not supported", info.ggml_dtype),
-        })?;
+        let dtype =
+            WeightDType::from_candle(info.ggml_dtype).ok_or_else(|| ModelError::Tensor {
+                name: name.to_string(),
+                detail: format!("storage type {:?} is not supported", info.ggml_dtype),
+            })?;
         Ok((dtype, info.shape.dims()))
     }
 
@@ -148,25 +148,4 @@ fn header_error(e: candle_core::Error, position: u64, file_len: usize) -> String
     } else {
         format!("unreadable header near byte {position}: {e}")
     }
-}
-
-/// rbees's name for a candle storage type; `None` for types rbees does not run.
-fn weight_dtype(dtype: GgmlDType) -> Option<WeightDType> {
-    Some(match dtype {
-        GgmlDType::F32 => WeightDType::F32,
-        GgmlDType::F16 => WeightDType::F16,
-        GgmlDType::BF16 => WeightDType::BF16,
-        GgmlDType::Q4_0 => WeightDType::Q4_0,
-        GgmlDType::Q4_1 => WeightDType::Q4_1,
-        GgmlDType::Q5_0 => WeightDType::Q5_0,
-        GgmlDType::Q5_1 => WeightDType::Q5_1,
-        GgmlDType::Q8_0 => WeightDType::Q8_0,
-        GgmlDType::Q2K => WeightDType::Q2K,
-        GgmlDType::Q3K => WeightDType::Q3K,
-        GgmlDType::Q4K => WeightDType::Q4K,
-        GgmlDType::Q5K => WeightDType::Q5K,
-        GgmlDType::Q6K => WeightDType::Q6K,
-        GgmlDType::Q8K => WeightDType::Q8K,
-        _ => return None,
-    })
 }

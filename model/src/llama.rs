@@ -368,19 +368,9 @@ fn check_capabilities<B: Backend>(
         "output.weight"
     };
     need(Op::MatMul, Some(gguf.tensor_meta(head)?.0));
-    for op in [
-        Op::Rope,
-        Op::Softmax,
-        Op::Silu,
-        Op::Add,
-        Op::Mul,
-        Op::Rows,
-        Op::KvAppend,
-        Op::AttentionScores,
-        Op::AttentionWeightedSum,
-        Op::Attention,
-        Op::SwiGlu,
-    ] {
+    // Every op without a weight operand.
+    let weightless = |op: &Op| !matches!(op, Op::MatMul | Op::Embedding | Op::RmsNorm);
+    for op in Op::ALL.into_iter().filter(weightless) {
         need(op, None);
     }
     let mut entries = Vec::with_capacity(needs.len());

@@ -1,6 +1,6 @@
 use std::sync::{Arc, OnceLock};
 
-use candle_core::quantized::{ggml_file::qtensor_from_ggml, GgmlDType, QMatMul, QTensor};
+use candle_core::quantized::{ggml_file::qtensor_from_ggml, QMatMul, QTensor};
 use candle_core::{Device, Tensor};
 use rbees_core::{BackendError, HostWeight, Result, WeightDType};
 
@@ -18,30 +18,11 @@ pub struct CandleWeight {
     dense: OnceLock<Tensor>,
 }
 
-pub fn candle_dtype(dtype: WeightDType) -> GgmlDType {
-    match dtype {
-        WeightDType::F32 => GgmlDType::F32,
-        WeightDType::F16 => GgmlDType::F16,
-        WeightDType::BF16 => GgmlDType::BF16,
-        WeightDType::Q4_0 => GgmlDType::Q4_0,
-        WeightDType::Q4_1 => GgmlDType::Q4_1,
-        WeightDType::Q5_0 => GgmlDType::Q5_0,
-        WeightDType::Q5_1 => GgmlDType::Q5_1,
-        WeightDType::Q8_0 => GgmlDType::Q8_0,
-        WeightDType::Q2K => GgmlDType::Q2K,
-        WeightDType::Q3K => GgmlDType::Q3K,
-        WeightDType::Q4K => GgmlDType::Q4K,
-        WeightDType::Q5K => GgmlDType::Q5K,
-        WeightDType::Q6K => GgmlDType::Q6K,
-        WeightDType::Q8K => GgmlDType::Q8K,
-    }
-}
-
 impl CandleWeight {
     pub fn from_host(w: &HostWeight<'_>, device: &Device) -> Result<Self> {
         w.validate()?;
         let (rows, cols) = w.rows_cols();
-        let qtensor = qtensor_from_ggml(candle_dtype(w.dtype), w.data, w.shape.to_vec(), device)
+        let qtensor = qtensor_from_ggml(w.dtype.to_candle(), w.data, w.shape.to_vec(), device)
             .map_err(|e| BackendError::Weight {
                 name: w.name.to_string(),
                 detail: e.to_string(),

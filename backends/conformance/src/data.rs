@@ -1,6 +1,6 @@
 //! Deterministic inputs: random activations and weights in any GGUF type.
 
-use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::quantized::QTensor;
 use candle_core::{Device, Tensor};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -17,25 +17,6 @@ pub fn values(n: usize, seed: u64, scale: f32) -> Vec<f32> {
         .collect()
 }
 
-fn candle_dtype(dtype: WeightDType) -> GgmlDType {
-    match dtype {
-        WeightDType::F32 => GgmlDType::F32,
-        WeightDType::F16 => GgmlDType::F16,
-        WeightDType::BF16 => GgmlDType::BF16,
-        WeightDType::Q4_0 => GgmlDType::Q4_0,
-        WeightDType::Q4_1 => GgmlDType::Q4_1,
-        WeightDType::Q5_0 => GgmlDType::Q5_0,
-        WeightDType::Q5_1 => GgmlDType::Q5_1,
-        WeightDType::Q8_0 => GgmlDType::Q8_0,
-        WeightDType::Q2K => GgmlDType::Q2K,
-        WeightDType::Q3K => GgmlDType::Q3K,
-        WeightDType::Q4K => GgmlDType::Q4K,
-        WeightDType::Q5K => GgmlDType::Q5K,
-        WeightDType::Q6K => GgmlDType::Q6K,
-        WeightDType::Q8K => GgmlDType::Q8K,
-    }
-}
-
 /// GGUF bytes of a random `[rows, cols]` weight stored as `dtype`
 /// (quantised by candle-core, as a GGUF writer would).
 pub fn weight_bytes(
@@ -50,6 +31,6 @@ pub fn weight_bytes(
     }
     let shape: &[usize] = if rows == 1 { &[cols] } else { &[rows, cols] };
     let tensor = Tensor::from_vec(dense, shape, &Device::Cpu).map_err(|e| e.to_string())?;
-    let q = QTensor::quantize(&tensor, candle_dtype(dtype)).map_err(|e| e.to_string())?;
+    let q = QTensor::quantize(&tensor, dtype.to_candle()).map_err(|e| e.to_string())?;
     q.data().map(|d| d.into_owned()).map_err(|e| e.to_string())
 }

@@ -1,28 +1,8 @@
 //! GGUF blocks -> f32, through candle-core's quantized module.
 
-use candle_core::quantized::{ggml_file::qtensor_from_ggml, GgmlDType};
+use candle_core::quantized::ggml_file::qtensor_from_ggml;
 use candle_core::Device;
 use rbees_core::{BackendError, Result, WeightDType};
-
-/// candle's name for a ggml storage type.
-pub fn candle_dtype(dtype: WeightDType) -> GgmlDType {
-    match dtype {
-        WeightDType::F32 => GgmlDType::F32,
-        WeightDType::F16 => GgmlDType::F16,
-        WeightDType::BF16 => GgmlDType::BF16,
-        WeightDType::Q4_0 => GgmlDType::Q4_0,
-        WeightDType::Q4_1 => GgmlDType::Q4_1,
-        WeightDType::Q5_0 => GgmlDType::Q5_0,
-        WeightDType::Q5_1 => GgmlDType::Q5_1,
-        WeightDType::Q8_0 => GgmlDType::Q8_0,
-        WeightDType::Q2K => GgmlDType::Q2K,
-        WeightDType::Q3K => GgmlDType::Q3K,
-        WeightDType::Q4K => GgmlDType::Q4K,
-        WeightDType::Q5K => GgmlDType::Q5K,
-        WeightDType::Q6K => GgmlDType::Q6K,
-        WeightDType::Q8K => GgmlDType::Q8K,
-    }
-}
 
 /// Dequantises `rows` whole rows of `cols` values stored as `dtype` in `bytes`.
 ///
@@ -35,8 +15,8 @@ pub fn dequantize_rows(
     cols: usize,
 ) -> Result<Vec<f32>> {
     let err = |e: candle_core::Error| BackendError::Other(format!("dequantising {dtype}: {e}"));
-    let qtensor = qtensor_from_ggml(candle_dtype(dtype), bytes, vec![rows, cols], &Device::Cpu)
-        .map_err(err)?;
+    let qtensor =
+        qtensor_from_ggml(dtype.to_candle(), bytes, vec![rows, cols], &Device::Cpu).map_err(err)?;
     let dense = qtensor.dequantize(&Device::Cpu).map_err(err)?;
     dense.flatten_all().and_then(|t| t.to_vec1()).map_err(err)
 }

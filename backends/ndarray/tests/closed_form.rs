@@ -410,30 +410,11 @@ fn product_scale(x: &[f32], w: &[f32], m: usize, k: usize, n: usize) -> Vec<f32>
     out
 }
 
-fn candle_dtype(d: WeightDType) -> GgmlDType {
-    match d {
-        WeightDType::F32 => GgmlDType::F32,
-        WeightDType::F16 => GgmlDType::F16,
-        WeightDType::BF16 => GgmlDType::BF16,
-        WeightDType::Q4_0 => GgmlDType::Q4_0,
-        WeightDType::Q4_1 => GgmlDType::Q4_1,
-        WeightDType::Q5_0 => GgmlDType::Q5_0,
-        WeightDType::Q5_1 => GgmlDType::Q5_1,
-        WeightDType::Q8_0 => GgmlDType::Q8_0,
-        WeightDType::Q2K => GgmlDType::Q2K,
-        WeightDType::Q3K => GgmlDType::Q3K,
-        WeightDType::Q4K => GgmlDType::Q4K,
-        WeightDType::Q5K => GgmlDType::Q5K,
-        WeightDType::Q6K => GgmlDType::Q6K,
-        WeightDType::Q8K => GgmlDType::Q8K,
-    }
-}
-
 /// `values` (`[rows, cols]`) quantised by candle: raw GGUF bytes and candle's
 /// own dequantisation of them.
 fn quantize(values: &[f32], rows: usize, cols: usize, dtype: WeightDType) -> (Vec<u8>, Vec<f32>) {
     let t = Tensor::from_vec(values.to_vec(), (rows, cols), &Device::Cpu).unwrap();
-    let q = QTensor::quantize(&t, candle_dtype(dtype)).unwrap();
+    let q = QTensor::quantize(&t, dtype.to_candle()).unwrap();
     let bytes = q.data().unwrap().into_owned();
     let dense = q
         .dequantize(&Device::Cpu)
