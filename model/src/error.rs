@@ -36,6 +36,8 @@ pub enum ModelError {
         prompt_tokens: usize,
         context: usize,
     },
+    #[error("invalid context size: {0}")]
+    Context(String),
     #[error("the prompt is empty: nothing to generate from (this model adds no BOS token)")]
     EmptyPrompt,
     #[error("token id {id} is outside the vocabulary of {vocab} tokens")]

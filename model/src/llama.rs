@@ -84,10 +84,18 @@ impl<B: Backend> Llama<B> {
         let config = LlamaConfig::from_metadata(gguf.metadata())?;
         let context = match options.context {
             Some(0) => {
-                return Err(ModelError::Metadata {
-                    key: "context".into(),
-                    detail: "the context size must be at least 1 token".into(),
-                })
+                return Err(ModelError::Context(
+                    "the context size must be at least 1 token".into(),
+                ))
+            }
+            // No RoPE scaling here: positions past the trained context would
+            // give silently degraded output, and an absurd size would only
+            // fail when the KV cache allocation aborts the process.
+            Some(n) if n > config.train_context => {
+                return Err(ModelError::Context(format!(
+                    "{n} tokens is more than the {} the model was trained for",
+                    config.train_context
+                )))
             }
             Some(n) => n,
             None => config.train_context.min(DEFAULT_MAX_CONTEXT),

@@ -437,6 +437,25 @@ fn prompt_longer_than_the_context() {
 }
 
 #[test]
+fn context_size_zero_or_past_the_trained_context() {
+    let dir = Scratch::new("ctxsize");
+    let out = generate(
+        &dir.0,
+        &tiny_model(),
+        &args!["--ctx-size", "0", "--prompt", "Hi"],
+    );
+    assert_fails(&out, &["context size", "at least 1"]);
+    // The tiny model is trained for 256 positions.
+    let big = "1000000000000";
+    let out = generate(
+        &dir.0,
+        &tiny_model(),
+        &args!["--ctx-size", big, "--prompt", "Hi"],
+    );
+    assert_fails(&out, &["context size", big, "256"]);
+}
+
+#[test]
 fn prompt_ids_outside_the_vocabulary() {
     let dir = Scratch::new("vocab");
     let out = generate(&dir.0, &tiny_model(), &args!["--prompt-ids", "1,380,512"]);
