@@ -15,6 +15,9 @@ pub struct Config {
     pub backend: BackendSection,
     #[serde(default)]
     pub model: ModelSection,
+    /// Daemon settings (`rbees-workerd` only).
+    #[serde(default)]
+    pub worker: crate::daemon::config::WorkerSection,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]

@@ -112,7 +112,12 @@ pub fn with_backend<V: BackendVisitor>(choice: &BackendChoice, visitor: V) -> Re
 pub struct LoadedModel {
     pub model: AnyModel,
     pub tokenizer: Tokenizer,
+    /// The file's `tokenizer.chat_template` (Jinja), if it has one.
+    pub chat_template: Option<String>,
 }
+
+/// GGUF metadata key of the chat template.
+pub const CHAT_TEMPLATE_KEY: &str = "tokenizer.chat_template";
 
 struct LoadModel<'a> {
     gguf: &'a GgufFile,
@@ -167,5 +172,20 @@ pub fn load(
         progress,
     };
     let model = with_backend(choice, visitor)?;
-    Ok(LoadedModel { model, tokenizer })
+    let chat_template = match gguf.metadata().get(CHAT_TEMPLATE_KEY) {
+        Some(value) => Some(
+            value
+                .to_string()
+                .with_context(|| {
+                    format!("{}: {CHAT_TEMPLATE_KEY} is not a string", path.display())
+                })?
+                .clone(),
+        ),
+        None => None,
+    };
+    Ok(LoadedModel {
+        model,
+        tokenizer,
+        chat_template,
+    })
 }

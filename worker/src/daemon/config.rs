@@ -1,0 +1,28 @@
+//! The `[worker]` section of the configuration file, read by `rbees-workerd`
+//! only (`rbees` ignores it). Command-line flags override it.
+
+use serde::Deserialize;
+
+/// `[worker]`: daemon settings. Every field is optional; see [`WorkerSettings`]
+/// for the defaults.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerSection {
+    /// Jobs that may wait for the engine; a full queue answers 503 (default 16).
+    pub queue_depth: Option<usize>,
+    /// Bearer token required on every endpoint except `/health`; the
+    /// `RBEES_API_TOKEN` environment variable takes precedence.
+    pub api_token: Option<String>,
+    /// Total time the ready callback is retried before the worker gives up (default 60).
+    pub callback_timeout_s: Option<f64>,
+    /// Where heartbeats go (default: `/heartbeat` on the callback URL's host).
+    pub heartbeat_url: Option<String>,
+    /// Seconds between heartbeats; 0 or unset: no heartbeat.
+    pub heartbeat_interval_s: Option<f64>,
+    /// How long in-flight jobs may run on after Ctrl-C/SIGTERM (default 30).
+    pub shutdown_grace_s: Option<f64>,
+    /// Largest accepted request body in bytes (default 1 MiB).
+    pub max_body_bytes: Option<usize>,
+    /// A `metrics` SSE event every this many tokens (default 16).
+    pub metrics_every: Option<usize>,
+}

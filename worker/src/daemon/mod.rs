@@ -1,0 +1,326 @@
+//! `rbees-workerd`: the HTTP worker a pool manager spawns to serve one model.
+//!
+//! Layout: [`http`] (axum handlers) and [`openai`] talk to one engine thread
+//! ([`engine_thread`]) that owns the model, over a bounded job queue; each job
+//! has its own unbounded event channel back to its HTTP response. See
+//! `docs/worker.md` for the HTTP contract.
+
+pub mod callback;
+pub mod config;
+pub mod engine_thread;
+pub mod http;
+pub mod metrics;
+pub mod openai;
+pub mod state;
+pub mod validate;
+
+use std::collections::HashMap;
+use std::future::IntoFuture;
+use std::net::IpAddr;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use rbees_model::LoadOptions;
+use tokio::sync::{oneshot, watch};
+
+use crate::cli::ModelArgs;
+use crate::config::Config;
+use state::{LoadInfo, LoadState, Settings, State};
+
+/// Environment variable holding the bearer token (overrides `[worker] api_token`).
+pub const TOKEN_ENV: &str = "RBEES_API_TOKEN";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "rbees-workerd",
+    version,
+    about = "HTTP worker serving one Llama-family GGUF model (spawned by a pool manager)"
+)]
+pub struct Args {
+    /// Identifier reported in /health and in the ready callback.
+    #[arg(long)]
+    pub worker_id: String,
+    /// TCP port to listen on (0: any free port, logged at start).
+    #[arg(long)]
+    pub port: u16,
+    /// Address to listen on; anything but loopback requires a bearer token.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: IpAddr,
+    /// POSTed `{worker_id, url, model_ref, backend, device, vram_bytes}` once the model is loaded.
+    #[arg(long)]
+    pub callback_url: Option<String>,
+    /// The URL reported in the ready callback (default: http://HOST:PORT).
+    #[arg(long)]
+    pub public_url: Option<String>,
+    /// Jobs that may wait for the engine (default 16; `[worker] queue_depth`).
+    #[arg(long)]
+    pub queue_depth: Option<usize>,
+    /// Seconds the ready callback is retried before the worker exits (default 60).
+    #[arg(long)]
+    pub callback_timeout_s: Option<f64>,
+    /// Heartbeat URL (default: /heartbeat on the callback URL's host).
+    #[arg(long)]
+    pub heartbeat_url: Option<String>,
+    /// Seconds between heartbeats (default: no heartbeat).
+    #[arg(long)]
+    pub heartbeat_interval_s: Option<f64>,
+    /// Seconds in-flight jobs may run on after Ctrl-C/SIGTERM (default 30).
+    #[arg(long)]
+    pub shutdown_grace_s: Option<f64>,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Test aid: sleep this many milliseconds after each generated token.
+    #[arg(long, hide = true, default_value_t = 0)]
+    pub debug_token_delay_ms: u64,
+}
+
+fn seconds(name: &str, value: Option<f64>, default: f64) -> Result<Duration> {
+    let v = value.unwrap_or(default);
+    if !(v.is_finite() && v >= 0.0) {
+        bail!("{name} must be a number of seconds >= 0, got {v}");
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+/// Merges flags, `[worker]` and the environment into [`Settings`]; refuses
+/// unsafe or meaningless combinations.
+pub fn settings(args: &Args, config: &Config, env_token: Option<String>) -> Result<Settings> {
+    let w = &config.worker;
+    let queue_depth = args.queue_depth.or(w.queue_depth).unwrap_or(16);
+    if queue_depth == 0 {
+        bail!("queue_depth must be at least 1");
+    }
+    let api_token = match env_token.or_else(|| w.api_token.clone()) {
+        Some(t) if t.trim().is_empty() => {
+            bail!("the API token is empty ({TOKEN_ENV} or [worker] api_token): refusing to start")
+        }
+        t => t,
+    };
+    if !args.host.is_loopback() && api_token.is_none() {
+        bail!(
+            "--host {} is not a loopback address: set a bearer token in {TOKEN_ENV} or [worker] api_token",
+            args.host
+        );
+    }
+    let heartbeat_interval = seconds(
+        "heartbeat_interval_s",
+        args.heartbeat_interval_s.or(w.heartbeat_interval_s),
+        0.0,
+    )?;
+    let callback_timeout = seconds(
+        "callback_timeout_s",
+        args.callback_timeout_s.or(w.callback_timeout_s),
+        60.0,
+    )?;
+    let max_body_bytes = w.max_body_bytes.unwrap_or(1 << 20);
+    if max_body_bytes < 1024 {
+        bail!("max_body_bytes must be at least 1024");
+    }
+    if let Some(url) = &args.callback_url {
+        reqwest::Url::parse(url).with_context(|| format!("--callback-url '{url}'"))?;
+    }
+    Ok(Settings {
+        queue_depth,
+        api_token,
+        callback_url: args.callback_url.clone(),
+        callback_timeout,
+        heartbeat_url: args
+            .heartbeat_url
+            .clone()
+            .or_else(|| w.heartbeat_url.clone()),
+        heartbeat_interval: (!heartbeat_interval.is_zero()).then_some(heartbeat_interval),
+        shutdown_grace: seconds(
+            "shutdown_grace_s",
+            args.shutdown_grace_s.or(w.shutdown_grace_s),
+            30.0,
+        )?,
+        max_body_bytes,
+        metrics_every: w.metrics_every.unwrap_or(16),
+        token_delay: Duration::from_millis(args.debug_token_delay_ms),
+    })
+}
+
+/// The binary's entry point.
+pub fn main() -> ExitCode {
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("rbees-workerd: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> Result<()> {
+    let config = Config::load_or_default(args.model.config.as_deref())?;
+    let resolved = args.model.resolve()?;
+    let settings = settings(&args, &config, std::env::var(TOKEN_ENV).ok())?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(serve(args, resolved, settings))
+}
+
+async fn serve(args: Args, resolved: crate::cli::Resolved, settings: Settings) -> Result<()> {
+    let listener = tokio::net::TcpListener::bind((args.host, args.port))
+        .await
+        .with_context(|| format!("cannot listen on {}:{}", args.host, args.port))?;
+    let local = listener.local_addr()?;
+    let url = args
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{local}"));
+    let model_name = resolved
+        .model
+        .file_name()
+        .map(|n| n.to_string_lossy().trim_end_matches(".gguf").to_string())
+        .unwrap_or_default();
+    let state = Arc::new(State {
+        worker_id: args.worker_id.clone(),
+        model_path: resolved.model.clone(),
+        model_name,
+        requested_backend: resolved.choice.kind.clone(),
+        requested_device: resolved.choice.options.device.clone(),
+        started: Instant::now(),
+        settings,
+        load: Mutex::new(LoadInfo {
+            state: LoadState::Loading,
+            layers_loaded: 0,
+            layers_total: 0,
+            error: None,
+        }),
+        ready: OnceLock::new(),
+        jobs: Mutex::new(HashMap::new()),
+        metrics: Default::default(),
+        shutting_down: AtomicBool::new(false),
+    });
+    tracing::info!(%url, worker_id = %state.worker_id, model = %resolved.model.display(), "listening; loading the model");
+
+    let (loaded_tx, loaded_rx) = oneshot::channel();
+    let load_options = LoadOptions {
+        context: resolved.context,
+    };
+    engine_thread::spawn(state.clone(), resolved.choice, load_options, loaded_tx)
+        .context("cannot start the engine thread")?;
+
+    // After loading: the ready callback (fatal if never accepted), then heartbeats.
+    let (fatal_tx, fatal_rx) = oneshot::channel::<anyhow::Error>();
+    {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let loaded = loaded_rx
+                .await
+                .unwrap_or_else(|_| Err("the engine thread ended".into()));
+            let Some(callback_url) = state.settings.callback_url.clone() else {
+                return;
+            };
+            if let Err(message) = loaded {
+                let _ = fatal_tx.send(anyhow::anyhow!(
+                    "the model failed to load, so no ready callback was sent: {message}"
+                ));
+                return;
+            }
+            if let Err(e) = callback::send_ready(&state, &callback_url, &url).await {
+                let _ = fatal_tx.send(e);
+                return;
+            }
+            if let Some(interval) = state.settings.heartbeat_interval {
+                let hb = state
+                    .settings
+                    .heartbeat_url
+                    .clone()
+                    .or_else(|| callback::default_heartbeat_url(&callback_url));
+                if let Some(hb) = hb {
+                    tokio::spawn(callback::heartbeat(state.clone(), hb, interval));
+                }
+            }
+        });
+    }
+    if state.settings.callback_url.is_none() {
+        if let (Some(interval), Some(hb)) = (
+            state.settings.heartbeat_interval,
+            state.settings.heartbeat_url.clone(),
+        ) {
+            tokio::spawn(callback::heartbeat(state.clone(), hb, interval));
+        }
+    }
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let app = http::router(state.clone());
+    let mut graceful = stop_rx.clone();
+    let mut server = tokio::spawn(
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = graceful.wait_for(|s| *s).await;
+            })
+            .into_future(),
+    );
+    let mut stop = stop_rx;
+    tokio::select! {
+        r = &mut server => {
+            r.context("the HTTP server task failed")??;
+            return Ok(());
+        }
+        Ok(e) = fatal_rx => return Err(e),
+        _ = stop.wait_for(|s| *s) => {}
+    }
+    state.shutting_down.store(true, Ordering::SeqCst);
+    let grace = state.settings.shutdown_grace;
+    tracing::info!(
+        in_flight = state.in_flight(),
+        grace_s = grace.as_secs_f64(),
+        "shutting down: no new connections; waiting for in-flight jobs"
+    );
+    if tokio::time::timeout(grace, &mut server).await.is_err() {
+        tracing::warn!("grace period over: cancelling the remaining jobs");
+        state.cancel_all();
+        if tokio::time::timeout(Duration::from_secs(5), &mut server)
+            .await
+            .is_err()
+        {
+            tracing::warn!("connections still open; exiting anyway");
+        }
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

@@ -1,0 +1,203 @@
+//! What the HTTP handlers and the engine thread share.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use rbees_model::{GenerateParams, StopReason, Tokenizer};
+use tokio::sync::mpsc;
+
+use super::metrics::Metrics;
+
+/// Daemon settings after config file and flags are merged.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub queue_depth: usize,
+    pub api_token: Option<String>,
+    pub callback_url: Option<String>,
+    pub callback_timeout: Duration,
+    pub heartbeat_url: Option<String>,
+    pub heartbeat_interval: Option<Duration>,
+    pub shutdown_grace: Duration,
+    pub max_body_bytes: usize,
+    pub metrics_every: usize,
+    /// Test aid: sleep this long after each token (0: none).
+    pub token_delay: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoadState {
+    Loading,
+    Ready,
+    Error,
+}
+
+impl LoadState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LoadState::Loading => "loading",
+            LoadState::Ready => "ready",
+            LoadState::Error => "error",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct LoadInfo {
+    pub state: LoadState,
+    pub layers_loaded: usize,
+    pub layers_total: usize,
+    pub error: Option<String>,
+}
+
+/// Set once the model is loaded.
+pub struct Ready {
+    pub tokenizer: Tokenizer,
+    pub context: usize,
+    pub backend: &'static str,
+    pub device: String,
+    pub chat_template: Option<String>,
+    pub queue: mpsc::Sender<Job>,
+}
+
+/// What the engine reports about one job, in order: `Started`, any number of
+/// `Token`/`Metrics`, then exactly one `End` or `Error`.
+#[derive(Debug, Clone)]
+pub enum JobEvent {
+    Started {
+        started_at_ms: u64,
+    },
+    /// `new_token` is false for the final flush of held-back text, which
+    /// repeats the index of the last token.
+    Token {
+        text: String,
+        index: usize,
+        id: u32,
+        new_token: bool,
+    },
+    Metrics {
+        tokens_per_sec: f64,
+        tokens_out: usize,
+        elapsed_ms: f64,
+    },
+    End {
+        prompt_tokens: usize,
+        tokens_out: usize,
+        decode_time_ms: f64,
+        stop_reason: StopReason,
+        stop_sequence: Option<String>,
+    },
+    Error {
+        code: &'static str,
+        message: String,
+    },
+}
+
+pub struct Job {
+    pub id: String,
+    pub prompt_ids: Vec<u32>,
+    pub params: GenerateParams,
+    pub cancel: Arc<AtomicBool>,
+    pub events: mpsc::UnboundedSender<JobEvent>,
+    pub accepted: Instant,
+}
+
+pub struct State {
+    pub worker_id: String,
+    pub model_path: PathBuf,
+    /// The model's name as reported to clients: the file name without `.gguf`.
+    pub model_name: String,
+    pub requested_backend: String,
+    pub requested_device: String,
+    pub started: Instant,
+    pub settings: Settings,
+    pub load: Mutex<LoadInfo>,
+    pub ready: OnceLock<Ready>,
+    /// Cancellation flags of accepted jobs that have not ended, by job id.
+    pub jobs: Mutex<HashMap<String, Arc<AtomicBool>>>,
+    pub metrics: Metrics,
+    pub shutting_down: AtomicBool,
+}
+
+impl State {
+    pub fn load_info(&self) -> LoadInfo {
+        self.load.lock().map(|l| l.clone()).unwrap_or(LoadInfo {
+            state: LoadState::Error,
+            layers_loaded: 0,
+            layers_total: 0,
+            error: Some("internal state poisoned".into()),
+        })
+    }
+
+    pub fn update_load(&self, f: impl FnOnce(&mut LoadInfo)) {
+        if let Ok(mut l) = self.load.lock() {
+            f(&mut l);
+        }
+    }
+
+    pub fn backend(&self) -> String {
+        self.ready
+            .get()
+            .map_or(self.requested_backend.clone(), |r| r.backend.to_string())
+    }
+
+    pub fn device(&self) -> String {
+        self.ready
+            .get()
+            .map_or(self.requested_device.clone(), |r| r.device.clone())
+    }
+
+    pub fn queue_depth(&self) -> usize {
+        self.ready
+            .get()
+            .map_or(0, |r| r.queue.max_capacity() - r.queue.capacity())
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.jobs.lock().map_or(0, |j| j.len())
+    }
+
+    /// Registers a job id; `None` if a job with that id is still running.
+    pub fn register_job(&self, id: &str) -> Option<Arc<AtomicBool>> {
+        let mut jobs = self.jobs.lock().ok()?;
+        if jobs.contains_key(id) {
+            return None;
+        }
+        let flag = Arc::new(AtomicBool::new(false));
+        jobs.insert(id.to_string(), flag.clone());
+        Some(flag)
+    }
+
+    pub fn finish_job(&self, id: &str) {
+        if let Ok(mut jobs) = self.jobs.lock() {
+            jobs.remove(id);
+        }
+    }
+
+    /// Sets the cancel flag of a job; false if no such job is running or queued.
+    pub fn cancel_job(&self, id: &str) -> bool {
+        match self.jobs.lock().ok().and_then(|j| j.get(id).cloned()) {
+            Some(flag) => {
+                flag.store(true, Ordering::SeqCst);
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub fn cancel_all(&self) {
+        if let Ok(jobs) = self.jobs.lock() {
+            for flag in jobs.values() {
+                flag.store(true, Ordering::SeqCst);
+            }
+        }
+    }
+}
+
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
