@@ -25,4 +25,14 @@ pub struct WorkerSection {
     pub max_body_bytes: Option<usize>,
     /// A `metrics` SSE event every this many tokens (default 16).
     pub metrics_every: Option<usize>,
+    /// `text` (default) or `json` log lines on stderr.
+    pub log_format: Option<LogFormat>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }

@@ -29,6 +29,7 @@ use tokio::sync::{oneshot, watch};
 
 use crate::cli::ModelArgs;
 use crate::config::Config;
+use config::LogFormat;
 use state::{LoadInfo, LoadState, Settings, State};
 
 /// Environment variable holding the bearer token (overrides `[worker] api_token`).
@@ -73,6 +74,9 @@ pub struct Args {
     pub shutdown_grace_s: Option<f64>,
     #[command(flatten)]
     pub model: ModelArgs,
+    /// Log format on stderr: `text` or `json` (default: `[worker] log_format`, else text).
+    #[arg(long)]
+    pub log_format: Option<LogFormat>,
     /// Test aid: sleep this many milliseconds after each generated token.
     #[arg(long, hide = true, default_value_t = 0)]
     pub debug_token_delay_ms: u64,
@@ -144,16 +148,35 @@ pub fn settings(args: &Args, config: &Config, env_token: Option<String>) -> Resu
     })
 }
 
+/// Starts `tracing` output on stderr in the chosen format (`RUST_LOG` filters it).
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => logs.json().init(),
+        LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+    }
+}
+
 /// The binary's entry point.
 pub fn main() -> ExitCode {
     let args = Args::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    let format = match args.log_format {
+        Some(format) => format,
+        None => match Config::load_or_default(args.model.config.as_deref()) {
+            Ok(config) => config.worker.log_format.unwrap_or_default(),
+            Err(e) => {
+                eprintln!("rbees-workerd: error: {e:#}");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    init_logging(format);
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
