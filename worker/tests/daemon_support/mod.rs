@@ -226,3 +226,43 @@ pub fn text_of(events: &[SseEvent]) -> String {
 pub fn last(events: &[SseEvent]) -> &SseEvent {
     events.last().expect("at least one event")
 }
+
+/// The id of every generated token, in order: one per index `i` (the final
+/// flush that repeats the last index is not counted twice).
+pub fn token_ids(events: &[SseEvent]) -> Vec<u64> {
+    let mut ids = Vec::new();
+    for e in events.iter().filter(|e| e.name == "token") {
+        let i = e.data["i"].as_u64().expect("i is an integer") as usize;
+        if i == ids.len() {
+            ids.push(e.data["id"].as_u64().expect("id is an integer"));
+        }
+    }
+    ids
+}
+
+/// The value of one Prometheus sample (`name` with its labels, exactly as
+/// printed, e.g. `rbees_requests_total{outcome="completed"}`).
+pub fn metric_value(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+impl Worker {
+    /// The `/metrics` text.
+    pub fn metrics_text(&self) -> String {
+        client()
+            .get(self.url("/metrics"))
+            .send()
+            .expect("GET /metrics")
+            .text()
+            .expect("metrics text")
+    }
+
+    /// `POST /execute` that must be accepted; all its events.
+    pub fn execute_events(&self, body: &Value) -> Vec<SseEvent> {
+        let r = self.post("/execute", body);
+        assert_eq!(r.status(), 200, "{body}: {:?}", r.text());
+        SseReader::new(r).collect()
+    }
+}
