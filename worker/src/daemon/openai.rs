@@ -358,6 +358,7 @@ pub fn render_chat(
     tokenizer: &Tokenizer,
 ) -> Result<String, minijinja::Error> {
     let mut env = minijinja::Environment::new();
+    env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
     env.add_function("raise_exception", |msg: String| -> Result<String, _> {
         Err(minijinja::Error::new(
             minijinja::ErrorKind::InvalidOperation,
@@ -383,4 +384,42 @@ pub fn render_chat(
         Some(rest) if !bos.is_empty() && tokenizer.add_bos() => rest.to_string(),
         _ => rendered,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn tiny_tokenizer() -> Tokenizer {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../testdata/models/tiny-llama2-f32.gguf");
+        let gguf = rbees_model::GgufFile::open(path).unwrap();
+        Tokenizer::from_gguf_metadata(gguf.metadata()).unwrap()
+    }
+
+    /// Llama-2-chat's template calls Python's `str.strip()`.
+    const LLAMA2_TEMPLATE: &str = "{% for message in messages %}{% if message['role'] == 'user' %}{{ bos_token + '[INST] ' + message['content'].strip() + ' [/INST]' }}{% elif message['role'] == 'assistant' %}{{ ' ' + message['content'].strip() + ' ' + eos_token }}{% endif %}{% endfor %}";
+
+    #[test]
+    fn renders_templates_that_call_python_string_methods() {
+        let messages = vec![
+            json!({"role": "user", "content": "  Hi there \n"}),
+            json!({"role": "assistant", "content": " Hello! "}),
+            json!({"role": "user", "content": "Bye"}),
+        ];
+        let got = render_chat(LLAMA2_TEMPLATE, &messages, &tiny_tokenizer()).unwrap();
+        // The leading BOS is left to the tokenizer (the model adds one).
+        assert_eq!(
+            got,
+            "[INST] Hi there [/INST] Hello! </s><s>[INST] Bye [/INST]"
+        );
+    }
+
+    #[test]
+    fn raise_exception_in_a_template_is_an_error() {
+        let template = "{{ raise_exception('roles must alternate') }}";
+        let e = render_chat(template, &[], &tiny_tokenizer()).unwrap_err();
+        assert!(e.to_string().contains("roles must alternate"), "{e}");
+    }
 }
