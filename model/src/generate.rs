@@ -126,7 +126,7 @@ pub fn generate<B: Backend>(
     let mut stops = StopMatcher::new(&params.stop);
     let mut stop_sequence = None;
     let mut pos = prompt_ids.len();
-    let stop_reason = loop {
+    let mut stop_reason = loop {
         if ids.len() >= params.max_tokens {
             break StopReason::MaxTokens;
         }
@@ -167,10 +167,16 @@ pub fn generate<B: Backend>(
     };
     if stop_reason != StopReason::StopSequence {
         // Flush what was held back: an incomplete character, a partial stop string.
-        let mut tail = decoder.finish();
-        tail = match stops.push(&tail) {
+        let tail = match stops.push(&decoder.finish()) {
             StopScan::Emit(emit) => emit + &stops.flush(),
-            StopScan::Stopped { emit, .. } => emit,
+            // The flushed bytes completed a stop string: report it like any other.
+            StopScan::Stopped { emit, matched } => {
+                if stop_reason != StopReason::Cancelled {
+                    stop_reason = StopReason::StopSequence;
+                    stop_sequence = Some(matched);
+                }
+                emit
+            }
         };
         if !tail.is_empty() {
             text.push_str(&tail);
