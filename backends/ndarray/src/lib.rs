@@ -4,10 +4,11 @@
 //! is checked against this one, so clarity wins over speed here; only the
 //! matrix products are split across threads.
 //!
-//! Precision: activations stay f32 everywhere. Quantised weights are kept in
-//! their GGUF blocks (so memory stays close to the file size) and dequantised
-//! to f32 with candle-core's quantized module a block of rows at a time inside
-//! [`Backend::matmul`] and [`Backend::embedding`]; the products then run in f32.
+//! Precision: activations stay f32 everywhere. Quantised weights are
+//! dequantised to f32 with candle-core's quantized module, once at load while
+//! a per-backend budget lasts ([`DEFAULT_DENSE_BUDGET_BYTES`]), beyond it a
+//! block of rows at a time inside `matmul` and `embedding` (so memory stays
+//! bounded); the products then run in f32 either way.
 //! That is more exact than llama.cpp's CPU path, which quantises activations
 //! to Q8 before its dot products.
 
@@ -17,7 +18,7 @@ mod dequant;
 mod elementwise;
 mod weight;
 
-pub use backend::NdarrayBackend;
+pub use backend::{NdarrayBackend, DEFAULT_DENSE_BUDGET_BYTES};
 pub use weight::NdarrayWeight;
 
 inventory::submit! {

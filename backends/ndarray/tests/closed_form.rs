@@ -10,6 +10,25 @@ use rbees_core::{
     AttentionShape, Backend, BackendOptions, HostWeight, Op, RopeVariant, Support, WeightDType,
 };
 
+/// Quantised weights stay in their GGUF blocks (dequantised on use).
+fn blocks_backend() -> NdarrayBackend {
+    let options = BackendOptions {
+        device: "cpu".into(),
+        threads: Some(2),
+    };
+    NdarrayBackend::with_dense_budget(&options, 0).expect("the ndarray backend runs on the cpu")
+}
+
+#[test]
+fn quantized_weights_dequantised_at_load_match_candle() {
+    quantized_weights_match_candle_dequantization(backend());
+}
+
+#[test]
+fn quantized_weights_kept_in_blocks_match_candle() {
+    quantized_weights_match_candle_dequantization(blocks_backend());
+}
+
 fn backend() -> NdarrayBackend {
     NdarrayBackend::new(&BackendOptions {
         device: "cpu".into(),
@@ -451,9 +470,7 @@ fn quantisation_tolerance(dtype: WeightDType) -> f32 {
     }
 }
 
-#[test]
-fn matmul_quantized_weights_match_candle_dequantization() {
-    let b = backend();
+fn quantized_weights_match_candle_dequantization(b: NdarrayBackend) {
     // 256 columns: one K-quant super-block per row. 70 rows: more than one band.
     let (m, k, n) = (3, 256, 70);
     let x = pseudo_random(m * k, 5);
