@@ -228,9 +228,11 @@ impl<B: Backend> Llama<B> {
         let b = &self.backend;
         let c = &self.config;
         let tracing = trace.is_some();
-        let mut emit = |name: &str, t: &B::Tensor| {
+        // Names are only built when someone listens: this runs on every token.
+        let mut emit = |stem: &str, layer: Option<usize>, t: &B::Tensor| {
             if let Some(f) = trace.as_mut() {
-                f(b, name, t)
+                let name = layer.map_or_else(|| stem.to_string(), |l| format!("{stem}.{l}"));
+                f(b, &name, t)
             }
         };
         let shape = AttentionShape {
@@ -240,16 +242,16 @@ impl<B: Backend> Llama<B> {
             scale: 1.0 / (c.head_dim as f32).sqrt(),
         };
         let mut x = b.embedding(&self.token_embd, ids)?;
-        emit("embd", &x);
+        emit("embd", None, &x);
         for (l, (blk, cache)) in self.blocks.iter().zip(self.caches.iter_mut()).enumerate() {
             let h = b.rms_norm(&x, &blk.attn_norm, c.rms_eps)?;
-            emit(&format!("attn_norm.{l}"), &h);
+            emit("attn_norm", Some(l), &h);
             let q = b.matmul(&h, &blk.wq)?;
             let k = b.matmul(&h, &blk.wk)?;
             let v = b.matmul(&h, &blk.wv)?;
-            emit(&format!("q.{l}"), &q);
-            emit(&format!("k.{l}"), &k);
-            emit(&format!("v.{l}"), &v);
+            emit("q", Some(l), &q);
+            emit("k", Some(l), &k);
+            emit("v", Some(l), &v);
             let rope = |t: &B::Tensor, heads: usize| {
                 b.rope(
                     t,
@@ -263,37 +265,37 @@ impl<B: Backend> Llama<B> {
             };
             let q = rope(&q, c.n_heads)?;
             let k = rope(&k, c.n_kv_heads)?;
-            emit(&format!("q_rope.{l}"), &q);
-            emit(&format!("k_rope.{l}"), &k);
+            emit("q_rope", Some(l), &q);
+            emit("k_rope", Some(l), &k);
             b.kv_append(cache, &k, &v, pos0)?;
             let attn = if tracing {
                 // Traced runs take the composed path so the probabilities exist.
                 let scores = b.attention_scores(&q, cache, pos0, shape)?;
                 let probs = b.softmax(&scores)?;
-                emit(&format!("kq_softmax.{l}"), &probs);
+                emit("kq_softmax", Some(l), &probs);
                 b.attention_weighted_sum(&probs, cache, pos0, shape)?
             } else {
                 b.attention(&q, cache, pos0, shape)?
             };
-            emit(&format!("attn_out.{l}"), &attn);
+            emit("attn_out", Some(l), &attn);
             let attn = b.matmul(&attn, &blk.wo)?;
             x = b.add(&x, &attn)?;
-            emit(&format!("ffn_inp.{l}"), &x);
+            emit("ffn_inp", Some(l), &x);
             let h = b.rms_norm(&x, &blk.ffn_norm, c.rms_eps)?;
-            emit(&format!("ffn_norm.{l}"), &h);
+            emit("ffn_norm", Some(l), &h);
             let gate = b.matmul(&h, &blk.w_gate)?;
             let up = b.matmul(&h, &blk.w_up)?;
             let act = b.swiglu(&gate, &up)?;
-            emit(&format!("swiglu.{l}"), &act);
+            emit("swiglu", Some(l), &act);
             let down = b.matmul(&act, &blk.w_down)?;
             x = b.add(&x, &down)?;
-            emit(&format!("l_out.{l}"), &x);
+            emit("l_out", Some(l), &x);
         }
         // Only the last position's logits are needed to generate; traced runs
         // keep every position so they can be compared row by row.
         let last = if tracing { x } else { b.rows(&x, seq - 1, 1)? };
         let normed = b.rms_norm(&last, &self.output_norm, c.rms_eps)?;
-        emit("result_norm", &normed);
+        emit("result_norm", None, &normed);
         let head = self.output.as_ref().unwrap_or(&self.token_embd);
         let logits = b.matmul(&normed, head)?;
         Ok(b.download(&logits)?)

@@ -58,7 +58,12 @@ pub fn spawn(
                 context: model.context_size(),
                 backend: model.backend_name(),
                 device: model.device_name(),
-                chat_template: loaded_model.chat_template,
+                chat_template: loaded_model.chat_template.map(|source| {
+                    super::openai::ChatTemplate::new(source).map_err(|e| {
+                        tracing::warn!(error = %e, "the chat template does not compile");
+                        e.to_string()
+                    })
+                }),
                 queue: tx,
             };
             tracing::info!(

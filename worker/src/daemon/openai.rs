@@ -130,7 +130,7 @@ async fn handle(state: Shared, body: Result<Bytes, BytesRejection>, kind: Kind) 
     };
     let prompt = match kind {
         Kind::Completion => completion_prompt(&mut f),
-        Kind::Chat => chat_prompt(&mut f, ready.chat_template.as_deref(), &ready.tokenizer),
+        Kind::Chat => chat_prompt(&mut f, ready.chat_template.as_ref(), &ready.tokenizer),
     };
     let c = common(&mut f, ready.context);
     if let Err(errors) = f.finish() {
@@ -309,7 +309,11 @@ fn f_get(f: &mut Fields, key: &'static str) -> Option<Value> {
     f.raw(key)
 }
 
-fn chat_prompt(f: &mut Fields, template: Option<&str>, tokenizer: &Tokenizer) -> Option<String> {
+fn chat_prompt(
+    f: &mut Fields,
+    template: Option<&Result<ChatTemplate, String>>,
+    tokenizer: &Tokenizer,
+) -> Option<String> {
     f.allow("messages");
     let messages = match f_get(f, "messages") {
         Some(Value::Array(items)) if !items.is_empty() => items,
@@ -335,14 +339,24 @@ fn chat_prompt(f: &mut Fields, template: Option<&str>, tokenizer: &Tokenizer) ->
             return None;
         }
     }
-    let Some(template) = template else {
-        f.error(
-            "messages",
-            "the model has no chat template (tokenizer.chat_template); use /v1/completions",
-        );
-        return None;
+    let template = match template {
+        None => {
+            f.error(
+                "messages",
+                "the model has no chat template (tokenizer.chat_template); use /v1/completions",
+            );
+            return None;
+        }
+        Some(Err(e)) => {
+            f.error(
+                "messages",
+                format!("the model's chat template does not compile: {e}"),
+            );
+            return None;
+        }
+        Some(Ok(t)) => t,
     };
-    match render_chat(template, &messages, tokenizer) {
+    match template.render(&messages, tokenizer) {
         Ok(p) => Some(p),
         Err(e) => {
             f.error("messages", format!("chat template failed: {e}"));
@@ -351,39 +365,51 @@ fn chat_prompt(f: &mut Fields, template: Option<&str>, tokenizer: &Tokenizer) ->
     }
 }
 
-/// Renders `messages` with a Hugging Face style chat template.
-pub fn render_chat(
-    template: &str,
-    messages: &[Value],
-    tokenizer: &Tokenizer,
-) -> Result<String, minijinja::Error> {
-    let mut env = minijinja::Environment::new();
-    env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-    env.add_function("raise_exception", |msg: String| -> Result<String, _> {
-        Err(minijinja::Error::new(
-            minijinja::ErrorKind::InvalidOperation,
-            msg,
-        ))
-    });
-    env.add_template("chat", template)?;
-    let text = |id: Option<u32>| {
-        id.and_then(|id| tokenizer.token_text(id))
-            .unwrap_or("")
-            .to_string()
-    };
-    let rendered = env.get_template("chat")?.render(minijinja::context! {
-        messages => minijinja::value::Serde(messages),
-        add_generation_prompt => true,
-        bos_token => text(tokenizer.bos_id()),
-        eos_token => text(tokenizer.eos_id()),
-    })?;
-    // The template usually writes BOS itself; tokenizing adds it again when
-    // the model asks for one, so drop a leading BOS text here.
-    let bos = text(tokenizer.bos_id());
-    Ok(match rendered.strip_prefix(&bos) {
-        Some(rest) if !bos.is_empty() && tokenizer.add_bos() => rest.to_string(),
-        _ => rendered,
-    })
+/// A Hugging Face style chat template, compiled once when the model loads.
+pub struct ChatTemplate {
+    env: minijinja::Environment<'static>,
+}
+
+impl ChatTemplate {
+    /// Compiles `source`; a syntax error is reported here, not per request.
+    pub fn new(source: String) -> Result<Self, minijinja::Error> {
+        let mut env = minijinja::Environment::new();
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.add_function("raise_exception", |msg: String| -> Result<String, _> {
+            Err(minijinja::Error::new(
+                minijinja::ErrorKind::InvalidOperation,
+                msg,
+            ))
+        });
+        env.add_template_owned("chat", source)?;
+        Ok(ChatTemplate { env })
+    }
+
+    /// Renders `messages` as a prompt that ends where the assistant speaks.
+    pub fn render(
+        &self,
+        messages: &[Value],
+        tokenizer: &Tokenizer,
+    ) -> Result<String, minijinja::Error> {
+        let text = |id: Option<u32>| {
+            id.and_then(|id| tokenizer.token_text(id))
+                .unwrap_or("")
+                .to_string()
+        };
+        let rendered = self.env.get_template("chat")?.render(minijinja::context! {
+            messages => minijinja::value::Serde(messages),
+            add_generation_prompt => true,
+            bos_token => text(tokenizer.bos_id()),
+            eos_token => text(tokenizer.eos_id()),
+        })?;
+        // The template usually writes BOS itself; tokenizing adds it again when
+        // the model asks for one, so drop a leading BOS text here.
+        let bos = text(tokenizer.bos_id());
+        Ok(match rendered.strip_prefix(&bos) {
+            Some(rest) if !bos.is_empty() && tokenizer.add_bos() => rest.to_string(),
+            _ => rendered,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -408,7 +434,8 @@ mod tests {
             json!({"role": "assistant", "content": " Hello! "}),
             json!({"role": "user", "content": "Bye"}),
         ];
-        let got = render_chat(LLAMA2_TEMPLATE, &messages, &tiny_tokenizer()).unwrap();
+        let template = ChatTemplate::new(LLAMA2_TEMPLATE.to_string()).unwrap();
+        let got = template.render(&messages, &tiny_tokenizer()).unwrap();
         // The leading BOS is left to the tokenizer (the model adds one).
         assert_eq!(
             got,
@@ -419,7 +446,8 @@ mod tests {
     #[test]
     fn raise_exception_in_a_template_is_an_error() {
         let template = "{{ raise_exception('roles must alternate') }}";
-        let e = render_chat(template, &[], &tiny_tokenizer()).unwrap_err();
+        let template = ChatTemplate::new(template.to_string()).unwrap();
+        let e = template.render(&[], &tiny_tokenizer()).unwrap_err();
         assert!(e.to_string().contains("roles must alternate"), "{e}");
     }
 }

@@ -58,7 +58,8 @@ pub struct Ready {
     pub context: usize,
     pub backend: &'static str,
     pub device: String,
-    pub chat_template: Option<String>,
+    /// Compiled at load; the error if the file's template does not compile.
+    pub chat_template: Option<Result<super::openai::ChatTemplate, String>>,
     pub queue: mpsc::Sender<Job>,
 }
 
