@@ -133,6 +133,22 @@ impl fmt::Display for WeightDType {
     }
 }
 
+impl std::str::FromStr for WeightDType {
+    type Err = String;
+
+    /// ggml's names (`Q4_0`, `Q4_K`, `F16`, ...), any case; `Q4K` works too.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let wanted = s.to_ascii_uppercase().replace('_', "");
+        Self::ALL
+            .into_iter()
+            .find(|d| d.to_string().replace('_', "") == wanted)
+            .ok_or_else(|| {
+                let known: Vec<String> = Self::ALL.iter().map(ToString::to_string).collect();
+                format!("unknown weight type '{s}'; known: {}", known.join(", "))
+            })
+    }
+}
+
 #[cfg(feature = "candle")]
 mod candle_names {
     use candle_core::quantized::GgmlDType;
@@ -194,6 +210,20 @@ mod tests {
         }
         let q8_1 = candle_core::quantized::GgmlDType::Q8_1;
         assert_eq!(WeightDType::from_candle(q8_1), None);
+    }
+
+    #[test]
+    fn names_parse_back_in_any_case() {
+        for d in WeightDType::ALL {
+            assert_eq!(d.to_string().parse::<WeightDType>(), Ok(d));
+            assert_eq!(d.to_string().to_lowercase().parse::<WeightDType>(), Ok(d));
+        }
+        assert_eq!("q4k".parse::<WeightDType>(), Ok(WeightDType::Q4K));
+        let err = "Q4_2".parse::<WeightDType>().unwrap_err();
+        assert!(
+            err.contains("unknown weight type 'Q4_2'") && err.contains("Q6_K"),
+            "{err}"
+        );
     }
 
     #[test]

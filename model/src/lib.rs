@@ -8,6 +8,7 @@ pub mod gguf;
 pub mod llama;
 pub mod sampler;
 pub mod stop;
+pub mod synth;
 pub mod tokenizer;
 
 pub use config::LlamaConfig;

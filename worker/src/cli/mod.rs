@@ -3,6 +3,7 @@
 mod backends;
 pub mod conformance;
 mod generate;
+mod synth;
 mod tokenize;
 
 use std::path::PathBuf;
@@ -37,6 +38,8 @@ pub enum Command {
     Backends,
     /// Check every op of a backend against the ndarray reference.
     Conformance(conformance::ConformanceArgs),
+    /// Write a random-weight Llama GGUF at a real model shape (for benchmarks).
+    Synth(synth::SynthArgs),
 }
 
 /// Model and backend selection shared by the commands that load a model.
@@ -99,5 +102,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Generate(args) => generate::run(&args),
         Command::Backends => backends::run(),
         Command::Conformance(args) => conformance::run(&args),
+        Command::Synth(args) => synth::run(&args),
     }
 }
