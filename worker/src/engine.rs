@@ -25,6 +25,9 @@ pub trait Engine {
     fn model_config(&self) -> &LlamaConfig;
     fn context_size(&self) -> usize;
     fn capability_report(&self) -> &CapabilityReport;
+    /// One forward pass of `ids` at positions `pos0..`; the logits of the
+    /// last position (benchmarks call this directly, without sampling).
+    fn forward(&mut self, ids: &[u32], pos0: usize) -> rbees_model::Result<Vec<f32>>;
     fn run(
         &mut self,
         tokenizer: &Tokenizer,
@@ -53,6 +56,10 @@ impl<B: rbees_core::Backend> Engine for Llama<B> {
 
     fn capability_report(&self) -> &CapabilityReport {
         self.capabilities()
+    }
+
+    fn forward(&mut self, ids: &[u32], pos0: usize) -> rbees_model::Result<Vec<f32>> {
+        Llama::forward(self, ids, pos0)
     }
 
     fn run(

@@ -1,6 +1,7 @@
 //! The `rbees` command line.
 
 mod backends;
+mod bench;
 pub mod conformance;
 mod generate;
 mod synth;
@@ -38,6 +39,8 @@ pub enum Command {
     Backends,
     /// Check every op of a backend against the ndarray reference.
     Conformance(conformance::ConformanceArgs),
+    /// Prompt and decode tokens/s of several backends, side by side.
+    Bench(bench::BenchArgs),
     /// Write a random-weight Llama GGUF at a real model shape (for benchmarks).
     Synth(synth::SynthArgs),
 }
@@ -103,5 +106,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Backends => backends::run(),
         Command::Conformance(args) => conformance::run(&args),
         Command::Synth(args) => synth::run(&args),
+        Command::Bench(args) => bench::run(&args),
     }
 }

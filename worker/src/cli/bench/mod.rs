@@ -1,0 +1,284 @@
+//! `rbees bench`: end-to-end prompt-processing and decode speed of several
+//! backends, back to back on the same model.
+//!
+//! Each backend runs in a child process (this binary with `--child`), so
+//! its peak memory is its own and one backend's caches or thread pools do
+//! not slow or speed up the next. The child reports JSON lines on stdout
+//! ([`measure::ChildEvent`]); this side shows progress and summarises.
+
+mod chart;
+mod measure;
+mod report;
+
+use std::io::{BufRead, BufReader, IsTerminal, Read};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use rbees_core::{descriptors, BackendOptions};
+
+use crate::config::Config;
+use crate::engine::BackendChoice;
+use measure::{ChildEvent, Plan};
+use report::{Document, Row};
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// GGUF model file (default: `[model] path` of the config).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// TOML config file (for the model path and backend settings).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Backend to measure, `NAME` or `NAME:DEVICE` (repeatable; default:
+    /// every built-in backend that can run on the CPU here).
+    #[arg(long = "backend")]
+    pub backends: Vec<String>,
+    /// Device for backends given without one.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Prompt tokens processed in one pass (0 skips the test).
+    #[arg(long, default_value_t = 128)]
+    pub pp: usize,
+    /// Tokens decoded one at a time (0 skips the test).
+    #[arg(long, default_value_t = 64)]
+    pub tg: usize,
+    /// Timed repetitions of each test, after one warm-up.
+    #[arg(long, default_value_t = 5)]
+    pub reps: usize,
+    /// CPU threads (default: `[backend] threads` of the config, else one per core).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Write the results as JSON to this file (`-`: stdout, instead of the table).
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Write an SVG bar chart to this file.
+    #[arg(long)]
+    pub chart: Option<PathBuf>,
+    /// Internal: measure the one backend given, reporting JSON lines.
+    #[arg(long, hide = true)]
+    pub child: bool,
+}
+
+/// `NAME[:DEVICE]`: the name is everything before the first ':'.
+fn parse_backend(spec: &str, default_device: &str) -> BackendChoiceSpec {
+    match spec.split_once(':') {
+        Some((name, device)) => BackendChoiceSpec {
+            name: name.to_string(),
+            device: device.to_string(),
+        },
+        None => BackendChoiceSpec {
+            name: spec.to_string(),
+            device: default_device.to_string(),
+        },
+    }
+}
+
+struct BackendChoiceSpec {
+    name: String,
+    device: String,
+}
+
+fn threads(args: &BenchArgs, config: &Config) -> usize {
+    match args.threads.unwrap_or(config.backend.threads) {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    }
+}
+
+pub fn run(args: &BenchArgs) -> Result<()> {
+    if args.reps == 0 {
+        bail!("--reps must be at least 1");
+    }
+    if args.pp == 0 && args.tg == 0 {
+        bail!("nothing to measure: --pp and --tg are both 0");
+    }
+    let config = Config::load_or_default(args.config.as_deref())?;
+    let model = args
+        .model
+        .clone()
+        .or(config.model.path.clone())
+        .context("no model given: pass --model PATH or set [model] path in the config")?;
+    let threads = threads(args, &config);
+    if args.child {
+        let spec = match args.backends.as_slice() {
+            [one] => parse_backend(one, &args.device),
+            _ => bail!("--child measures exactly one --backend"),
+        };
+        return measure::measure_and_report(&Plan {
+            model: &model,
+            choice: BackendChoice {
+                kind: spec.name,
+                options: BackendOptions {
+                    device: spec.device,
+                    threads: Some(threads),
+                },
+            },
+            pp: args.pp,
+            tg: args.tg,
+            reps: args.reps,
+        });
+    }
+    let model_bytes = std::fs::metadata(&model)
+        .with_context(|| format!("cannot read model file {}", model.display()))?
+        .len();
+    let requested = if args.backends.is_empty() {
+        default_backends()
+    } else {
+        args.backends.clone()
+    };
+    for spec in &requested {
+        let spec = parse_backend(spec, &args.device);
+        rbees_core::find_descriptor(&spec.name).map_err(anyhow::Error::msg)?;
+    }
+
+    let json_to_stdout = args.json.as_deref() == Some(std::path::Path::new("-"));
+    let bar = progress_bar(args, requested.len(), json_to_stdout);
+    let mut results = Vec::new();
+    for spec in &requested {
+        bar.set_message(spec.clone());
+        let row = match run_child(args, &model, threads, spec, &bar) {
+            Ok(measured) => Row::measured(spec.clone(), measured),
+            Err(e) => Row::failed(spec.clone(), format!("{e:#}")),
+        };
+        results.push(row);
+    }
+    bar.finish_and_clear();
+
+    let doc = Document {
+        model: model.display().to_string(),
+        model_bytes,
+        threads,
+        pp: args.pp,
+        tg: args.tg,
+        reps: args.reps,
+        cpu: cpu_name(),
+        rbees_version: env!("CARGO_PKG_VERSION"),
+        unix_time: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        results,
+    };
+    match &args.json {
+        Some(path) if json_to_stdout => {
+            let _ = path;
+            println!("{}", serde_json::to_string_pretty(&doc)?);
+        }
+        Some(path) => {
+            std::fs::write(path, serde_json::to_string_pretty(&doc)? + "\n")
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            print!("{}", report::markdown(&doc));
+        }
+        None => print!("{}", report::markdown(&doc)),
+    }
+    if let Some(path) = &args.chart {
+        chart::write_chart(&doc, path)?;
+    }
+    let failed: Vec<String> = doc
+        .results
+        .iter()
+        .filter_map(|r| Some(format!("{}: {}", r.requested, r.error.as_ref()?)))
+        .collect();
+    if !failed.is_empty() {
+        bail!(
+            "{} of {} backends failed: {}",
+            failed.len(),
+            doc.results.len(),
+            failed.join("; ")
+        );
+    }
+    Ok(())
+}
+
+/// Every built-in backend that can run on the CPU of this machine.
+fn default_backends() -> Vec<String> {
+    descriptors()
+        .into_iter()
+        .filter(|d| d.devices.contains(&"cpu") && (d.probe)("cpu").is_ok())
+        .map(|d| d.name.to_string())
+        .collect()
+}
+
+fn progress_bar(args: &BenchArgs, backends: usize, json_to_stdout: bool) -> ProgressBar {
+    let tests = usize::from(args.pp > 0) + usize::from(args.tg > 0);
+    // Per backend: load, warm-up, then each test of each repetition.
+    let steps = backends * (2 + tests * args.reps);
+    let bar = ProgressBar::new(steps as u64);
+    if json_to_stdout || !std::io::stderr().is_terminal() {
+        bar.set_draw_target(ProgressDrawTarget::hidden());
+    }
+    if let Ok(style) = ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}") {
+        bar.set_style(style);
+    }
+    bar
+}
+
+/// Measures one backend in a child process.
+fn run_child(
+    args: &BenchArgs,
+    model: &std::path::Path,
+    threads: usize,
+    spec: &str,
+    bar: &ProgressBar,
+) -> Result<measure::Measured> {
+    let exe = std::env::current_exe().context("cannot find this executable to re-run it")?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("bench")
+        .arg("--child")
+        .arg("--model")
+        .arg(model)
+        .args(["--backend", spec, "--device", &args.device])
+        .args(["--threads", &threads.to_string()])
+        .args(["--pp", &args.pp.to_string(), "--tg", &args.tg.to_string()])
+        .args(["--reps", &args.reps.to_string()]);
+    if let Some(config) = &args.config {
+        cmd.arg("--config").arg(config);
+    }
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("cannot start the measuring process")?;
+    let mut stderr = child.stderr.take().context("child stderr")?;
+    let stderr_reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    let stdout = child.stdout.take().context("child stdout")?;
+    let mut result = None;
+    for line in BufReader::new(stdout).lines() {
+        let line = line.context("reading the measuring process")?;
+        match serde_json::from_str::<ChildEvent>(&line) {
+            Ok(ChildEvent::Progress { stage, rep }) => {
+                bar.inc(1);
+                bar.set_message(format!("{spec}: {stage} {rep}/{}", args.reps));
+            }
+            Ok(ChildEvent::Result(measured)) => result = Some(measured),
+            Err(_) => {} // not ours (a backend printing to stdout)
+        }
+    }
+    let status = child.wait().context("waiting for the measuring process")?;
+    let stderr = stderr_reader.join().unwrap_or_default();
+    match result {
+        Some(measured) if status.success() => Ok(measured),
+        _ => {
+            let why = stderr
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("no output")
+                .trim_start_matches("error: ")
+                .to_string();
+            bail!("{why} ({status})")
+        }
+    }
+}
+
+fn cpu_name() -> Option<String> {
+    let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("model name"))?;
+    Some(line.split_once(':')?.1.trim().to_string())
+}

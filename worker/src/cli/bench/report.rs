@@ -1,0 +1,193 @@
+//! Summaries of `rbees bench` results: statistics, the markdown table and
+//! the JSON document.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use super::measure::Measured;
+
+/// Median and range of the repetitions.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct Spread {
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+impl Spread {
+    /// `None` for no samples.
+    pub fn of(samples: &[f64]) -> Option<Spread> {
+        if samples.is_empty() {
+            return None;
+        }
+        let mut sorted = samples.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        let n = sorted.len();
+        let median = if n % 2 == 1 {
+            sorted[n / 2]
+        } else {
+            (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
+        };
+        Some(Spread {
+            median,
+            min: sorted[0],
+            max: sorted[n - 1],
+        })
+    }
+}
+
+/// One backend's row: its samples and their summaries, or why it failed.
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    /// As asked for (`NAME` or `NAME:DEVICE`).
+    pub requested: String,
+    #[serde(flatten)]
+    pub measured: Option<Measured>,
+    pub pp: Option<Spread>,
+    pub tg: Option<Spread>,
+    pub error: Option<String>,
+}
+
+impl Row {
+    pub fn measured(requested: String, measured: Measured) -> Row {
+        Row {
+            pp: Spread::of(&measured.pp_tokens_per_s),
+            tg: Spread::of(&measured.tg_tokens_per_s),
+            requested,
+            measured: Some(measured),
+            error: None,
+        }
+    }
+
+    pub fn failed(requested: String, error: String) -> Row {
+        Row {
+            requested,
+            measured: None,
+            pp: None,
+            tg: None,
+            error: Some(error),
+        }
+    }
+}
+
+/// The whole run, as written by `--json`.
+#[derive(Debug, Serialize)]
+pub struct Document {
+    pub model: String,
+    pub model_bytes: u64,
+    pub threads: usize,
+    pub pp: usize,
+    pub tg: usize,
+    pub reps: usize,
+    pub cpu: Option<String>,
+    pub rbees_version: &'static str,
+    pub unix_time: u64,
+    pub results: Vec<Row>,
+}
+
+fn cell(spread: Option<Spread>) -> String {
+    match spread {
+        Some(s) => format!("{:.1} ({:.1}–{:.1})", s.median, s.min, s.max),
+        None => "–".to_string(),
+    }
+}
+
+/// The markdown table: medians with the range of the repetitions.
+pub fn markdown(doc: &Document) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "| backend | device | load (s) | pp{} tokens/s | tg{} tokens/s | peak RSS (MiB) |",
+        doc.pp, doc.tg
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|");
+    for row in &doc.results {
+        match (&row.measured, &row.error) {
+            (Some(m), _) => {
+                let rss = m.peak_rss_bytes.map_or("–".to_string(), |b| {
+                    format!("{:.0}", b as f64 / 1048576.0)
+                });
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {:.2} | {} | {} | {} |",
+                    m.backend,
+                    m.device,
+                    m.load_ms / 1000.0,
+                    cell(row.pp),
+                    cell(row.tg),
+                    rss
+                );
+            }
+            (None, error) => {
+                let why = error.as_deref().unwrap_or("no result").replace('\n', " ");
+                let _ = writeln!(out, "| {} | – | – | error: {why} | – | – |", row.requested);
+            }
+        }
+    }
+    let _ = writeln!(
+        out,
+        "\nmedians (min–max) of {} repetitions after a warm-up; {} threads; model {} ({:.1} MiB)",
+        doc.reps,
+        doc.threads,
+        doc.model,
+        doc.model_bytes as f64 / 1048576.0
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_and_range() {
+        assert_eq!(Spread::of(&[]), None);
+        let s = Spread::of(&[3.0, 1.0, 2.0]).unwrap();
+        assert_eq!((s.median, s.min, s.max), (2.0, 1.0, 3.0));
+        assert_eq!(Spread::of(&[4.0, 1.0, 2.0, 3.0]).unwrap().median, 2.5);
+    }
+
+    #[test]
+    fn the_table_shows_medians_ranges_and_errors() {
+        let measured = Measured {
+            backend: "ndarray".into(),
+            device: "cpu".into(),
+            load_ms: 460.0,
+            pp_tokens_per_s: vec![330.0, 320.0, 340.0],
+            tg_tokens_per_s: vec![13.7, 13.5, 13.9],
+            peak_rss_bytes: Some(660 << 20),
+            composed_ops: vec![],
+        };
+        let doc = Document {
+            model: "m.gguf".into(),
+            model_bytes: 98 << 20,
+            threads: 2,
+            pp: 128,
+            tg: 64,
+            reps: 3,
+            cpu: None,
+            rbees_version: "0",
+            unix_time: 0,
+            results: vec![
+                Row::measured("ndarray".into(), measured),
+                Row::failed("candle:cuda:0".into(), "no GPU\nhere".into()),
+            ],
+        };
+        let table = markdown(&doc);
+        assert!(
+            table.contains("| pp128 tokens/s | tg64 tokens/s |"),
+            "{table}"
+        );
+        assert!(
+            table.contains(
+                "| ndarray | cpu | 0.46 | 330.0 (320.0–340.0) | 13.7 (13.5–13.9) | 660 |"
+            ),
+            "{table}"
+        );
+        assert!(
+            table.contains("| candle:cuda:0 | – | – | error: no GPU here |"),
+            "{table}"
+        );
+    }
+}

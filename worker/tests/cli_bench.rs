@@ -1,0 +1,282 @@
+//! `rbees synth` and `rbees bench` through the real binary: a synthetic
+//! SmolLM2-shaped model is written, loaded and measured on every CPU
+//! backend, with JSON and SVG output; bad settings are clear errors.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn rbees(args: &[&str], dir: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_rbees"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("rbees runs")
+}
+
+fn scratch(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("rbees-cli-bench-{}-{tag}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn synth_then_bench_every_cpu_backend_with_json_and_chart() {
+    let dir = scratch("e2e");
+    let out = rbees(
+        &[
+            "synth",
+            "--shape",
+            "smollm2-135m",
+            "--qtype",
+            "Q4_0",
+            "--out",
+            "smol.gguf",
+        ],
+        &dir,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("smollm2-135m (134.5M parameters), Q4_0 matrices"));
+    let size = std::fs::metadata(dir.join("smol.gguf")).unwrap().len();
+    // 134.5M parameters at 18 bytes per 32 (norms in F32): about 72 MiB.
+    assert!((70 << 20..80 << 20).contains(&size), "{size}");
+
+    let out = rbees(
+        &[
+            "bench",
+            "--model",
+            "smol.gguf",
+            "--threads",
+            "2",
+            "--pp",
+            "16",
+            "--tg",
+            "4",
+            "--reps",
+            "2",
+            "--json",
+            "bench.json",
+            "--chart",
+            "bench.svg",
+        ],
+        &dir,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains("| backend | device | load (s) | pp16 tokens/s | tg4 tokens/s |"),
+        "{table}"
+    );
+    assert!(
+        table.contains("| candle | cpu |") && table.contains("| ndarray | cpu |"),
+        "{table}"
+    );
+
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("bench.json")).unwrap()).unwrap();
+    assert_eq!(
+        (doc["pp"].as_u64(), doc["tg"].as_u64(), doc["reps"].as_u64()),
+        (Some(16), Some(4), Some(2))
+    );
+    assert_eq!(doc["threads"].as_u64(), Some(2));
+    let results = doc["results"].as_array().unwrap();
+    let names: Vec<&str> = results
+        .iter()
+        .map(|r| r["backend"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["candle", "ndarray"]);
+    for r in results {
+        for key in ["pp_tokens_per_s", "tg_tokens_per_s"] {
+            let samples = r[key].as_array().unwrap();
+            assert_eq!(samples.len(), 2, "{key}: {r}");
+            assert!(
+                samples.iter().all(|v| v.as_f64().unwrap() > 0.0),
+                "{key}: {r}"
+            );
+        }
+        let pp = &r["pp"];
+        assert!(
+            pp["min"].as_f64() <= pp["median"].as_f64()
+                && pp["median"].as_f64() <= pp["max"].as_f64()
+        );
+        // Each backend runs in its own process: its peak memory holds at
+        // least the mapped Q4_0 weights it touched (the ndarray backend
+        // dequantises them to f32, about 4x more).
+        let rss = r["peak_rss_bytes"].as_u64().unwrap();
+        assert!(rss > size / 2, "{}: peak RSS {rss}", r["backend"]);
+        assert!(r["load_ms"].as_f64().unwrap() > 0.0);
+    }
+    let ndarray_rss = results[1]["peak_rss_bytes"].as_u64().unwrap();
+    assert!(
+        ndarray_rss > 3 * size,
+        "ndarray holds f32 weights: {ndarray_rss}"
+    );
+    let svg = std::fs::read_to_string(dir.join("bench.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("decode (tg4)") && svg.contains("ndarray"));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn bench_json_to_stdout_is_only_json() {
+    let dir = scratch("stdout");
+    let model = repo_root().join("testdata/models/tiny-llama2-q8_0.gguf");
+    let out = rbees(
+        &[
+            "bench",
+            "--model",
+            model.to_str().unwrap(),
+            "--backend",
+            "ndarray",
+            "--pp",
+            "8",
+            "--tg",
+            "0",
+            "--reps",
+            "1",
+            "--threads",
+            "1",
+            "--json",
+            "-",
+        ],
+        &dir,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let doc: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("stdout is one JSON document");
+    let r = &doc["results"][0];
+    assert_eq!(r["pp_tokens_per_s"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        r["tg_tokens_per_s"].as_array().unwrap().len(),
+        0,
+        "--tg 0 skips decode"
+    );
+    assert!(r["tg"].is_null());
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn bad_bench_and_synth_settings_are_clear_errors() {
+    let dir = scratch("errors");
+    let model = repo_root().join("testdata/models/tiny-llama2-q8_0.gguf");
+    let m = model.to_str().unwrap();
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["bench", "--model", m, "--backend", "nope"],
+            "unknown backend 'nope'; known backends:",
+        ),
+        (
+            &["bench", "--model", m, "--reps", "0"],
+            "--reps must be at least 1",
+        ),
+        (
+            &["bench", "--model", m, "--pp", "0", "--tg", "0"],
+            "nothing to measure",
+        ),
+        (&["bench", "--model", "missing.gguf"], "missing.gguf"),
+        // The tiny model was trained for 256 positions.
+        (
+            &[
+                "bench",
+                "--model",
+                m,
+                "--backend",
+                "ndarray",
+                "--pp",
+                "300",
+                "--reps",
+                "1",
+            ],
+            "1 of 1 backends failed: ndarray: cannot load",
+        ),
+        (
+            &[
+                "synth", "--shape", "gpt-5", "--qtype", "Q4_0", "--out", "x.gguf",
+            ],
+            "unknown shape 'gpt-5'; known shapes: smollm2-135m, tinyllama-1.1b, llama2-7b",
+        ),
+        (
+            &[
+                "synth",
+                "--shape",
+                "smollm2-135m",
+                "--qtype",
+                "Q4_K",
+                "--out",
+                "x.gguf",
+            ],
+            "rows of 576 values",
+        ),
+        (
+            &[
+                "synth",
+                "--shape",
+                "smollm2-135m",
+                "--qtype",
+                "Q9",
+                "--out",
+                "x.gguf",
+            ],
+            "unknown weight type 'Q9'",
+        ),
+        (
+            &[
+                "synth",
+                "--shape",
+                "smollm2-135m",
+                "--qtype",
+                "Q8_K",
+                "--out",
+                "x.gguf",
+            ],
+            "no quantiser",
+        ),
+        (
+            &[
+                "synth",
+                "--shape",
+                "smollm2-135m",
+                "--qtype",
+                "Q4_0",
+                "--out",
+                "no/such/dir/x.gguf",
+            ],
+            "cannot write no/such/dir/x.gguf",
+        ),
+    ];
+    for (args, expected) in cases {
+        let out = rbees(args, &dir);
+        let err = stderr(&out);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(err.contains(expected), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+    // A failing backend shows its reason in the table too.
+    let out = rbees(
+        &[
+            "bench",
+            "--model",
+            m,
+            "--backend",
+            "ndarray",
+            "--pp",
+            "300",
+            "--reps",
+            "1",
+        ],
+        &dir,
+    );
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains("| ndarray | – | – | error:") && table.contains("256"),
+        "{table}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
