@@ -7,7 +7,7 @@
 
 pub mod cases;
 mod compare;
-mod data;
+pub mod data;
 
 use std::fmt;
 
