@@ -14,6 +14,24 @@ use crate::weight::NdarrayWeight;
 /// Output rows of a weight dequantised and multiplied as one unit of work.
 const MATMUL_ROWS_PER_TASK: usize = 64;
 
+/// `x · bandᵀ` for a band of weight rows.
+///
+/// One activation row (a decode step) is a matrix-vector product: each output
+/// is the dot product of a contiguous weight row with `x`, so the band is
+/// read once. More rows go through ndarray's matrix product on a copy of the
+/// band, whose row-major layout its packing reads fastest (measured: 14.2 vs
+/// 10.5 decode tokens/s on SmolLM2 against a transposed view, before the
+/// matrix-vector path existed).
+fn band_product(
+    x: &Array2<f32>,
+    band: &ndarray::CowArray<'_, f32, ndarray::Ix2>,
+) -> Result<Array2<f32>> {
+    if x.nrows() == 1 {
+        return Ok(band.dot(&x.row(0)).insert_axis(Axis(0)));
+    }
+    Ok(x.dot(&band.to_owned().t()))
+}
+
 /// f32 bytes of quantised weights dequantised once at load, per backend.
 ///
 /// Dense weights make decode about twice as fast (it is otherwise bound by
@@ -148,7 +166,7 @@ impl Backend for NdarrayBackend {
 
     fn rms_norm(&self, x: &Array2<f32>, weight: &NdarrayWeight, eps: f32) -> Result<Array2<f32>> {
         checks::rms_norm(x.dim(), weight.dims())?;
-        let w = weight.dense_rows(0, 1)?;
+        let w = weight.rows_f32(0, 1)?;
         Ok(elementwise::rms_norm(x.view(), w.row(0), eps))
     }
 
@@ -194,7 +212,7 @@ impl Backend for NdarrayBackend {
         let products: Vec<Result<Array2<f32>>> = self.pool.install(|| {
             bands
                 .par_iter()
-                .map(|&(start, len)| Ok(x.dot(&w.dense_rows(start, len)?.t())))
+                .map(|&(start, len)| band_product(x, &w.rows_f32(start, len)?))
                 .collect()
         });
         let mut out = Array2::zeros((x.nrows(), n));
@@ -208,7 +226,7 @@ impl Backend for NdarrayBackend {
         checks::embedding(ids, table.dims())?;
         let mut out = Array2::zeros((ids.len(), table.dims().1));
         for (mut row, &id) in out.axis_iter_mut(Axis(0)).zip(ids) {
-            row.assign(&table.dense_rows(id as usize, 1)?.row(0));
+            row.assign(&table.rows_f32(id as usize, 1)?.row(0));
         }
         Ok(out)
     }
