@@ -120,6 +120,33 @@ impl GgufFile {
             .map_err(|e| tensor_err(e.to_string()))
     }
 
+    /// Drops the resident pages of a tensor's data from this process.
+    ///
+    /// Every backend copies a weight when it loads it (dequantised, or as
+    /// blocks in its own memory), so without this the process would hold the
+    /// model twice at the end of loading: the mapped file pages and the copy.
+    /// Only advice to the OS: the pages stay in the page cache and would
+    /// simply be read again if touched; failures are ignored.
+    pub fn release(&self, name: &str) {
+        let Ok(weight) = self.weight(name) else {
+            return;
+        };
+        let offset = weight.data.as_ptr() as usize - self.mmap.as_ptr() as usize;
+        #[cfg(unix)]
+        // SAFETY: DONTNEED on a read-only shared file mapping only discards
+        // resident pages; later reads fault them in again from the file, so
+        // no borrowed slice of the map ever sees different bytes.
+        let _ = unsafe {
+            self.mmap.unchecked_advise_range(
+                memmap2::UncheckedAdvice::DontNeed,
+                offset,
+                weight.data.len(),
+            )
+        };
+        #[cfg(not(unix))]
+        let _ = offset;
+    }
+
     /// The tensor name with this file's lifetime (the key stored in the header).
     fn name_of(&self, name: &str) -> &str {
         self.content

@@ -111,7 +111,9 @@ impl<B: Backend> Llama<B> {
                 }
                 None => expect_vector(gguf, name, cols)?,
             }
-            Ok(backend.load_weight(&gguf.weight(name)?)?)
+            let weight = backend.load_weight(&gguf.weight(name)?)?;
+            gguf.release(name);
+            Ok(weight)
         };
         let token_embd = load("token_embd.weight", Some(vocab_size), config.dim)?;
         let (dim, kv, ff) = (config.dim, config.kv_dim(), config.ff_dim);

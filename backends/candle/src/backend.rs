@@ -173,12 +173,7 @@ impl Backend for CandleBackend {
 
     fn embedding(&self, table: &CandleWeight, ids: &[u32]) -> Result<Tensor> {
         checks::embedding(ids, self.weight_dims(table))?;
-        let ids =
-            Tensor::from_slice(ids, ids.len(), &self.device).map_err(candle_err("embedding"))?;
-        table
-            .dense()?
-            .index_select(&ids, 0)
-            .map_err(candle_err("embedding"))
+        table.rows(ids)
     }
 
     fn add(&self, a: &Tensor, b: &Tensor) -> Result<Tensor> {

@@ -7,8 +7,8 @@ use rbees_core::{BackendError, HostWeight, Result, WeightDType};
 use crate::backend::candle_err;
 
 /// A weight on a candle device. Matrices keep their GGUF blocks for
-/// `QMatMul`; a dense copy is made only if the weight is used for row lookups
-/// (the embedding table) or is a vector (norm weights).
+/// `QMatMul`; a dense copy is made only for vectors (norm weights) and, off
+/// the CPU, for a table used for row lookups (the embedding).
 pub struct CandleWeight {
     pub dtype: WeightDType,
     pub rows: usize,
@@ -35,6 +35,41 @@ impl CandleWeight {
             matmul: OnceLock::new(),
             dense: OnceLock::new(),
         })
+    }
+
+    /// Rows `ids` as a dense `[ids.len(), cols]` tensor.
+    ///
+    /// On the CPU only those rows are dequantised, from the blocks in place:
+    /// the embedding table is the largest tensor of small models (SmolLM2's
+    /// is 113 MB in f32, more than the whole Q4_1 file's layers), and a
+    /// dense copy would be held for the lifetime of the model. On a GPU the
+    /// blocks are not host-readable without a copy, so the dense table is
+    /// gathered from instead.
+    pub fn rows(&self, ids: &[u32]) -> Result<Tensor> {
+        let device = self.qtensor.device();
+        if !device.is_cpu() {
+            let ids =
+                Tensor::from_slice(ids, ids.len(), &device).map_err(candle_err("embedding"))?;
+            return self
+                .dense()?
+                .index_select(&ids, 0)
+                .map_err(candle_err("embedding"));
+        }
+        let blocks = self.qtensor.data().map_err(candle_err("embedding"))?;
+        let row_bytes = blocks.len() / self.rows.max(1);
+        let rows = ids
+            .iter()
+            .map(|&id| {
+                let start = id as usize * row_bytes;
+                let row = blocks.get(start..start + row_bytes).ok_or_else(|| {
+                    BackendError::Other(format!("embedding row {id} is outside the table"))
+                })?;
+                qtensor_from_ggml(self.dtype.to_candle(), row, vec![1, self.cols], &device)
+                    .and_then(|q| q.dequantize(&device))
+                    .map_err(candle_err("embedding"))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Tensor::cat(&rows, 0).map_err(candle_err("embedding"))
     }
 
     /// The product handle, built on first use.
