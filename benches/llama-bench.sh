@@ -60,5 +60,5 @@ cargo build --release --quiet -p rbees-worker --bin rbees
 echo "## rbees bench"
 target/release/rbees bench --model "$MODEL" --threads "$THREADS" --pp "$PP" --tg "$TG" --reps "$REPS" "$@"
 echo
-echo "## llama.cpp llama-bench ($("$LLAMA_BENCH" --version 2>&1 | head -1 || true))"
+echo "## llama.cpp llama-bench (llama-cpp-python $LLAMA_CPP_PYTHON_VERSION)"
 "$LLAMA_BENCH" -m "$MODEL" -t "$THREADS" -p "$PP" -n "$TG" -r "$REPS" -o md
