@@ -56,3 +56,8 @@ for arg in "$@"; do
     esac
 done
 cargo test $scope "$@"
+if [ $# -eq 0 ]; then
+    # Every criterion bench once, in criterion's test mode: each op runs on
+    # each backend at both shapes (about 1-2 minutes; timing needs `cargo bench`).
+    cargo test -p rbees-benches --benches
+fi
