@@ -120,7 +120,10 @@ fn synth_then_bench_every_cpu_backend_with_json_and_chart() {
     // the mapped file plus the copy 2x; the rest (binary, buffers) is about
     // 0.3-0.5x depending on the build profile.
     let candle_rss = results[0]["peak_rss_bytes"].as_u64().unwrap();
-    assert!(candle_rss < size * 2, "candle peak RSS {candle_rss} for a {size}-byte file");
+    assert!(
+        candle_rss < size * 2,
+        "candle peak RSS {candle_rss} for a {size}-byte file"
+    );
     let ndarray_rss = results[1]["peak_rss_bytes"].as_u64().unwrap();
     assert!(
         ndarray_rss > 3 * size,

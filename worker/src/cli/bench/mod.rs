@@ -135,7 +135,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     }
 
     let json_to_stdout = args.json.as_deref() == Some(std::path::Path::new("-"));
-    let bar = progress_bar(args, requested.len(), json_to_stdout);
+    let bar = progress_bar(args, requested.len());
     let mut results = Vec::new();
     for spec in &requested {
         bar.set_message(spec.clone());
@@ -162,10 +162,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         results,
     };
     match &args.json {
-        Some(path) if json_to_stdout => {
-            let _ = path;
-            println!("{}", serde_json::to_string_pretty(&doc)?);
-        }
+        Some(_) if json_to_stdout => println!("{}", serde_json::to_string_pretty(&doc)?),
         Some(path) => {
             std::fs::write(path, serde_json::to_string_pretty(&doc)? + "\n")
                 .with_context(|| format!("cannot write {}", path.display()))?;
@@ -201,12 +198,13 @@ fn default_backends() -> Vec<String> {
         .collect()
 }
 
-fn progress_bar(args: &BenchArgs, backends: usize, json_to_stdout: bool) -> ProgressBar {
+/// A progress bar on a terminal; none in `--json` mode (machine-read runs).
+fn progress_bar(args: &BenchArgs, backends: usize) -> ProgressBar {
     let tests = usize::from(args.pp > 0) + usize::from(args.tg > 0);
     // Per backend: load, warm-up, then each test of each repetition.
     let steps = backends * (2 + tests * args.reps);
     let bar = ProgressBar::new(steps as u64);
-    if json_to_stdout || !std::io::stderr().is_terminal() {
+    if args.json.is_some() || !std::io::stderr().is_terminal() {
         bar.set_draw_target(ProgressDrawTarget::hidden());
     }
     if let Ok(style) = ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}") {
