@@ -7,13 +7,13 @@
 use std::ops::ControlFlow;
 use std::path::Path;
 
+use crate::plugins::{PluginPaths, Selected};
 use anyhow::{bail, Context, Result};
 use enum_dispatch::enum_dispatch;
 use rbees_backend_candle::CandleBackend;
 use rbees_backend_ndarray::NdarrayBackend;
 use rbees_backend_plugin::PluginBackend;
 use rbees_core::{Backend, BackendOptions};
-use crate::plugins::{PluginPaths, Selected};
 use rbees_model::{
     generate, CapabilityReport, GenerateParams, Generated, GgufFile, Llama, LlamaConfig,
     LoadOptions, TokenEvent, Tokenizer,

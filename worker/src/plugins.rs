@@ -71,7 +71,10 @@ impl PluginPaths {
                 .iter()
                 .map(|l| format!("{} (plugin {})", l.name(), l.path().display())),
         );
-        let mut msg = format!("unknown backend '{kind}'; known backends: {}", known.join(", "));
+        let mut msg = format!(
+            "unknown backend '{kind}'; known backends: {}",
+            known.join(", ")
+        );
         if self.dir.is_none() && self.path.is_none() {
             msg.push_str("; no plugins were looked for ([backend] plugins_dir or --plugins-dir)");
         }

@@ -77,7 +77,12 @@ fn assert_same_greedy_ids(model: &Path, prompt: &str, tokens: usize) {
     let reference = greedy(model, prompt, tokens, &["--backend", "ndarray"]);
     let got = greedy(model, prompt, tokens, &["--plugin", path_str(&plugin)]);
     assert_eq!(got["backend"], "example", "{got}");
-    assert_eq!(got["ids"], reference["ids"], "{}: {prompt:?}", model.display());
+    assert_eq!(
+        got["ids"],
+        reference["ids"],
+        "{}: {prompt:?}",
+        model.display()
+    );
     assert_eq!(got["ids"].as_array().unwrap().len(), tokens);
     let composed: Vec<&str> = got["composed_ops"]
         .as_array()
@@ -117,15 +122,26 @@ fn smollm2_through_the_plugin_matches_ndarray() {
 fn backends_lists_the_plugin_with_its_abi_version_and_file() {
     let plugin = build().example();
     let stdout = success(&rbees(&["backends", "--plugin", path_str(&plugin)]));
-    assert!(stdout.contains("ndarray") && stdout.contains("candle"), "{stdout}");
-    let canonical = plugin.canonicalize().unwrap();
-    assert!(stdout.contains(&format!("example    ABI v1  {}", canonical.display())), "{stdout}");
-    assert!(stdout.contains("usable here: yes on cpu"), "{stdout}");
     assert!(
-        stdout.contains("weights converted to F32 at load (declared by the plugin): F16, BF16, Q4_0, Q4_1"),
+        stdout.contains("ndarray") && stdout.contains("candle"),
         "{stdout}"
     );
-    assert!(stdout.contains("in the plugin: rms_norm, rope, softmax, silu, matmul"), "{stdout}");
+    let canonical = plugin.canonicalize().unwrap();
+    assert!(
+        stdout.contains(&format!("example    ABI v1  {}", canonical.display())),
+        "{stdout}"
+    );
+    assert!(stdout.contains("usable here: yes on cpu"), "{stdout}");
+    assert!(
+        stdout.contains(
+            "weights converted to F32 at load (declared by the plugin): F16, BF16, Q4_0, Q4_1"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("in the plugin: rms_norm, rope, softmax, silu, matmul"),
+        "{stdout}"
+    );
     assert!(stdout.contains("weights refused: Q8_K"), "{stdout}");
 }
 
@@ -141,18 +157,26 @@ fn conformance_command_runs_on_the_plugin() {
         "2",
     ]);
     let stdout = success(&out);
-    assert!(stdout.contains("conformance of backend 'example' on cpu"), "{stdout}");
+    assert!(
+        stdout.contains("conformance of backend 'example' on cpu"),
+        "{stdout}"
+    );
     assert!(stdout.contains(" 0 failed"), "{stdout}");
 }
 
 /// A folder with the example plugin (under another file name) and a broken one.
 fn plugins_dir(tag: &str) -> PathBuf {
     let built = build();
-    let dir = std::env::temp_dir().join(format!("rbees-worker-plugins-{tag}-{}", std::process::id()));
+    let dir =
+        std::env::temp_dir().join(format!("rbees-worker-plugins-{tag}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let so = std::env::consts::DLL_SUFFIX;
     std::fs::copy(built.example(), dir.join(format!("libmine{so}"))).unwrap();
-    std::fs::copy(built.fixture("wrong_version"), dir.join(format!("libold{so}"))).unwrap();
+    std::fs::copy(
+        built.fixture("wrong_version"),
+        dir.join(format!("libold{so}")),
+    )
+    .unwrap();
     dir
 }
 
@@ -192,8 +216,14 @@ fn an_unknown_kind_lists_the_plugins_found_and_those_refused() {
     ]);
     let stderr = failure(&out);
     assert!(stderr.contains("unknown backend 'exampel'"), "{stderr}");
-    assert!(stderr.contains("ndarray") && stderr.contains("example (plugin"), "{stderr}");
-    assert!(stderr.contains("libmine") && stderr.contains("libold"), "{stderr}");
+    assert!(
+        stderr.contains("ndarray") && stderr.contains("example (plugin"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("libmine") && stderr.contains("libold"),
+        "{stderr}"
+    );
     assert!(stderr.contains("ABI version 999"), "{stderr}");
 }
 
@@ -202,11 +232,30 @@ fn broken_plugins_fail_generation_cleanly() {
     let built = build();
     let model = repo_root().join("testdata/models/tiny-llama2-f32.gguf");
     for (fixture, words) in [
-        ("wrong_version", &["libwrong_version", "ABI version 999"][..]),
-        ("missing_symbol", &["libmissing_symbol", "no `rbees_plugin_entry` symbol"][..]),
-        ("null_kernel", &["libnull_kernel", "`matmul` function is null"][..]),
-        ("kernel_error", &["libkernel_error", "simulated device failure"][..]),
-        ("kernel_panics", &["libkernel_panics", "panic caught in the plugin", "simulated kernel bug"][..]),
+        (
+            "wrong_version",
+            &["libwrong_version", "ABI version 999"][..],
+        ),
+        (
+            "missing_symbol",
+            &["libmissing_symbol", "no `rbees_plugin_entry` symbol"][..],
+        ),
+        (
+            "null_kernel",
+            &["libnull_kernel", "`matmul` function is null"][..],
+        ),
+        (
+            "kernel_error",
+            &["libkernel_error", "simulated device failure"][..],
+        ),
+        (
+            "kernel_panics",
+            &[
+                "libkernel_panics",
+                "panic caught in the plugin",
+                "simulated kernel bug",
+            ][..],
+        ),
     ] {
         let plugin = built.fixture(fixture);
         let out = rbees(&[
@@ -228,7 +277,18 @@ fn broken_plugins_fail_generation_cleanly() {
 #[test]
 fn backend_plugin_without_a_path_says_how_to_give_one() {
     let model = repo_root().join("testdata/models/tiny-llama2-f32.gguf");
-    let out = rbees(&["generate", "--model", path_str(&model), "--prompt", "Hi", "--backend", "plugin"]);
+    let out = rbees(&[
+        "generate",
+        "--model",
+        path_str(&model),
+        "--prompt",
+        "Hi",
+        "--backend",
+        "plugin",
+    ]);
     let stderr = failure(&out);
-    assert!(stderr.contains("--plugin PATH") && stderr.contains("[backend] path"), "{stderr}");
+    assert!(
+        stderr.contains("--plugin PATH") && stderr.contains("[backend] path"),
+        "{stderr}"
+    );
 }

@@ -184,7 +184,12 @@ unsafe extern "C" fn rope(
                     && sin.len() == cos.len()
                     && 2 * half_rot <= p.head_dim
                     && p.pos0 + rows <= positions,
-                || format!("rope: [{rows}, {cols}] at {} with [{positions}, {half_rot}] tables", p.pos0),
+                || {
+                    format!(
+                        "rope: [{rows}, {cols}] at {} with [{positions}, {half_rot}] tables",
+                        p.pos0
+                    )
+                },
             )?;
             let shape = kernels::Rope {
                 n_heads: p.n_heads,

@@ -157,7 +157,11 @@ impl PluginBackend {
 
     /// Runs a unary kernel (`softmax`, `silu`) into a new tensor.
     fn unary(&self, name: &str, x: &PluginTensor, kernel: u32) -> Result<PluginTensor> {
-        let op = if kernel == OP_SOFTMAX { Op::Softmax } else { Op::Silu };
+        let op = if kernel == OP_SOFTMAX {
+            Op::Softmax
+        } else {
+            Op::Silu
+        };
         self.require(self.kernel_support(kernel, op))?;
         let f = if kernel == OP_SOFTMAX {
             self.lib.functions.softmax
@@ -167,7 +171,9 @@ impl PluginBackend {
         let mut out = PluginTensor::zeros(x.rows, x.cols)?;
         let out_buf = f32_mut(&mut out.data, x.rows, x.cols);
         let x_buf = x.as_ref();
-        checked(&self.lib, name, |err| unsafe { f(self.ctx, &x_buf, &out_buf, err) })?;
+        checked(&self.lib, name, |err| unsafe {
+            f(self.ctx, &x_buf, &out_buf, err)
+        })?;
         Ok(out)
     }
 
@@ -363,12 +369,20 @@ impl Backend for PluginBackend {
 
     fn add(&self, a: &PluginTensor, b: &PluginTensor) -> Result<PluginTensor> {
         checks::same("add", a.dims(), b.dims())?;
-        PluginTensor::new(glue::zip_map(&a.data, &b.data, |x, y| x + y), a.rows, a.cols)
+        PluginTensor::new(
+            glue::zip_map(&a.data, &b.data, |x, y| x + y),
+            a.rows,
+            a.cols,
+        )
     }
 
     fn mul(&self, a: &PluginTensor, b: &PluginTensor) -> Result<PluginTensor> {
         checks::same("mul", a.dims(), b.dims())?;
-        PluginTensor::new(glue::zip_map(&a.data, &b.data, |x, y| x * y), a.rows, a.cols)
+        PluginTensor::new(
+            glue::zip_map(&a.data, &b.data, |x, y| x * y),
+            a.rows,
+            a.cols,
+        )
     }
 
     fn rows(&self, x: &PluginTensor, start: usize, len: usize) -> Result<PluginTensor> {

@@ -2,8 +2,8 @@
 //! of status codes into `BackendError`s that name the plugin and its file.
 
 use rbees_core::plugin_abi::{
-    ErrorBuf, Status, TensorMut, TensorRef, STATUS_INTERNAL, STATUS_INVALID_ARGUMENT,
-    STATUS_OK, STATUS_PANIC, STATUS_UNAVAILABLE, STATUS_UNSUPPORTED,
+    ErrorBuf, Status, TensorMut, TensorRef, STATUS_INTERNAL, STATUS_INVALID_ARGUMENT, STATUS_OK,
+    STATUS_PANIC, STATUS_UNAVAILABLE, STATUS_UNSUPPORTED,
 };
 use rbees_core::{BackendError, Result, WeightDType};
 
@@ -38,11 +38,7 @@ impl ErrorStorage {
         // A plugin that claims more than it may write gets cut to the buffer.
         let len = self.buf.len.min(self.bytes.len());
         let text = String::from_utf8_lossy(&self.bytes[..len]);
-        let text = if text.is_empty() {
-            "no message"
-        } else {
-            &text
-        };
+        let text = if text.is_empty() { "no message" } else { &text };
         format!("{} ({text})", status_meaning(status))
     }
 }

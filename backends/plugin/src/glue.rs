@@ -7,7 +7,13 @@ use crate::tensor::PluginKvCache;
 
 /// `scale * q·k` for every query head against its key head, causally
 /// masked: row `h * seq + i` of a `[n_heads * seq, pos0 + seq]` matrix.
-pub fn scores(q: &[f32], seq: usize, cache: &PluginKvCache, pos0: usize, s: AttentionShape) -> Vec<f32> {
+pub fn scores(
+    q: &[f32],
+    seq: usize,
+    cache: &PluginKvCache,
+    pos0: usize,
+    s: AttentionShape,
+) -> Vec<f32> {
     let total = pos0 + seq;
     let (hd, width) = (s.head_dim, cache.width);
     let group = s.n_heads / s.n_kv_heads;

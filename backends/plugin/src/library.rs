@@ -16,9 +16,9 @@ use std::sync::{Arc, Mutex};
 
 use libloading::Library;
 use rbees_core::plugin_abi::{
-    self, CreateFn, DestroyFn, EntryFn, MatMulFn, PluginTable, ProbeFn, RmsNormFn, RopeFn,
-    UnaryFn, ABI_VERSION, DTYPE_NONE, ENTRY_SYMBOL, OP_MATMUL, OP_RMS_NORM, OP_ROPE, OP_SILU,
-    OP_SOFTMAX, SUPPORT_CONVERT_TO_F32, SUPPORT_NATIVE, SUPPORT_NO, TABLE_SIZE,
+    self, CreateFn, DestroyFn, EntryFn, MatMulFn, PluginTable, ProbeFn, RmsNormFn, RopeFn, UnaryFn,
+    ABI_VERSION, DTYPE_NONE, ENTRY_SYMBOL, OP_MATMUL, OP_RMS_NORM, OP_ROPE, OP_SILU, OP_SOFTMAX,
+    SUPPORT_CONVERT_TO_F32, SUPPORT_NATIVE, SUPPORT_NO, TABLE_SIZE,
 };
 use rbees_core::{Op, WeightDType};
 
@@ -124,7 +124,16 @@ impl PluginLibrary {
     fn validate(
         path: &Path,
         library: &Library,
-    ) -> Result<(&'static str, String, u32, Functions, HashMap<(u32, u32), u32>), PluginError> {
+    ) -> Result<
+        (
+            &'static str,
+            String,
+            u32,
+            Functions,
+            HashMap<(u32, u32), u32>,
+        ),
+        PluginError,
+    > {
         let malformed = |detail: String| PluginError::Malformed {
             path: path.to_path_buf(),
             detail,
@@ -198,7 +207,10 @@ impl PluginLibrary {
     /// The plugin's answer for a kernel on a dtype (`None`: no weight).
     pub(crate) fn answer(&self, kernel: u32, dtype: Option<WeightDType>) -> u32 {
         let d = dtype.map_or(DTYPE_NONE, WeightDType::ggml_id);
-        self.answers.get(&(kernel, d)).copied().unwrap_or(SUPPORT_NO)
+        self.answers
+            .get(&(kernel, d))
+            .copied()
+            .unwrap_or(SUPPORT_NO)
     }
 
     /// Whether the plugin implements a weightless kernel.
@@ -232,8 +244,7 @@ impl PluginLibrary {
         let mut score = 0i32;
         let mut err = ErrorStorage::new();
         // SAFETY: valid C string, score and error buffer for the call.
-        let status =
-            unsafe { (self.functions.probe)(device_c.as_ptr(), &mut score, err.buf()) };
+        let status = unsafe { (self.functions.probe)(device_c.as_ptr(), &mut score, err.buf()) };
         match status {
             plugin_abi::STATUS_OK => Ok(score),
             _ => Err(err.message(status)),
@@ -277,7 +288,10 @@ fn read_name(path: &Path, p: *const c_char) -> Result<String, PluginError> {
         .bytes()
         .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
     if name.is_empty() || name.len() > 32 || !valid_chars {
-        return Err(bad(name, "a name is 1 to 32 characters of a-z, 0-9, '_' or '-'"));
+        return Err(bad(
+            name,
+            "a name is 1 to 32 characters of a-z, 0-9, '_' or '-'",
+        ));
     }
     let builtin = rbees_core::descriptors().iter().any(|d| d.name == name);
     if builtin || crate::RESERVED_NAMES.contains(&name) {
@@ -304,9 +318,7 @@ fn functions(t: &PluginTable) -> Result<Functions, String> {
 
 /// Asks `supports` for every kernel with every dtype (and none) once; an
 /// answer outside the ABI's makes the table malformed.
-fn ask_capabilities(
-    supports: plugin_abi::SupportsFn,
-) -> Result<HashMap<(u32, u32), u32>, String> {
+fn ask_capabilities(supports: plugin_abi::SupportsFn) -> Result<HashMap<(u32, u32), u32>, String> {
     let dtypes = WeightDType::ALL
         .iter()
         .map(|d| d.ggml_id())

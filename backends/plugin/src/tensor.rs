@@ -46,7 +46,10 @@ impl PluginTensor {
 pub enum WeightData {
     F32(Vec<f32>),
     /// GGUF blocks of a type the plugin takes natively.
-    Raw { dtype: WeightDType, bytes: Vec<u8> },
+    Raw {
+        dtype: WeightDType,
+        bytes: Vec<u8>,
+    },
 }
 
 #[derive(Debug, Clone)]

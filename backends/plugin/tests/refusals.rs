@@ -28,7 +28,11 @@ fn a_library_without_the_entry_symbol_is_refused() {
     let path = build().fixture("missing_symbol");
     let e = refusal(&path);
     assert!(matches!(e, PluginError::MissingSymbol { .. }), "{e:?}");
-    assert_names_file(&e, &path, &["not an rbees backend plugin", "rbees_plugin_entry"]);
+    assert_names_file(
+        &e,
+        &path,
+        &["not an rbees backend plugin", "rbees_plugin_entry"],
+    );
 }
 
 #[test]
@@ -36,7 +40,14 @@ fn another_abi_version_is_refused() {
     let path = build().fixture("wrong_version");
     let e = refusal(&path);
     assert!(
-        matches!(e, PluginError::Version { found: 999, expected: 1, .. }),
+        matches!(
+            e,
+            PluginError::Version {
+                found: 999,
+                expected: 1,
+                ..
+            }
+        ),
         "{e:?}"
     );
     assert_names_file(&e, &path, &["ABI version 999", "version 1"]);
@@ -104,7 +115,11 @@ fn a_kernel_error_comes_back_as_an_error_naming_the_plugin() {
     assert_kernel_errors(
         &b,
         "libkernel_error",
-        &["plugin 'kernel-error'", "kernel error", "simulated device failure"],
+        &[
+            "plugin 'kernel-error'",
+            "kernel error",
+            "simulated device failure",
+        ],
     );
 }
 
@@ -137,9 +152,20 @@ fn bad_shapes_are_refused_by_the_host_before_the_plugin_runs() {
         .unwrap();
     let e = b.rms_norm(&x, &norm, 1e-5).unwrap_err().to_string();
     assert!(e.contains("rms_norm: shape mismatch"), "{e}");
-    let (cos, sin) = (b.upload(&[1.0; 2], 2, 1).unwrap(), b.upload(&[0.0; 2], 2, 1).unwrap());
+    let (cos, sin) = (
+        b.upload(&[1.0; 2], 2, 1).unwrap(),
+        b.upload(&[0.0; 2], 2, 1).unwrap(),
+    );
     let e = b
-        .rope(&x, 2, 2, 5, &cos, &sin, rbees_core::RopeVariant::Interleaved)
+        .rope(
+            &x,
+            2,
+            2,
+            5,
+            &cos,
+            &sin,
+            rbees_core::RopeVariant::Interleaved,
+        )
         .unwrap_err()
         .to_string();
     assert!(e.contains("rope: shape mismatch"), "{e}");
@@ -173,8 +199,14 @@ fn the_example_refuses_a_device_it_cannot_use() {
         device: "cuda:0".into(),
         threads: None,
     };
-    let e = PluginBackend::new(lib, &options).err().expect("refused").to_string();
-    assert!(e.contains("cuda:0") && e.contains("runs only on 'cpu'"), "{e}");
+    let e = PluginBackend::new(lib, &options)
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(
+        e.contains("cuda:0") && e.contains("runs only on 'cpu'"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -196,6 +228,9 @@ fn a_scanned_folder_reports_refused_files_and_duplicate_names() {
     assert_eq!(found.refused.len(), 1, "{found:?}");
     assert!(found.refused[0].to_string().contains("libold"));
     let e = found.find("example").unwrap_err().to_string();
-    assert!(e.contains("liba") && e.contains("libb") && e.contains("both named"), "{e}");
+    assert!(
+        e.contains("liba") && e.contains("libb") && e.contains("both named"),
+        "{e}"
+    );
     assert!(found.find("other").unwrap().is_none());
 }

@@ -64,7 +64,12 @@ fn print_plugin(lib: &PluginLibrary) {
         Ok(score) => format!("yes on cpu (score {score})"),
         Err(why) => format!("not on cpu: {why}"),
     };
-    println!("{:<10} ABI v{}  {}", lib.name(), lib.abi_version(), lib.path().display());
+    println!(
+        "{:<10} ABI v{}  {}",
+        lib.name(),
+        lib.abi_version(),
+        lib.path().display()
+    );
     println!("    {}", lib.description());
     println!("    usable here: {usable}");
     let ops = |p: Placement| -> String {

@@ -45,7 +45,10 @@ impl BackendVisitor for RunSuite<'_> {
 
 /// Runs the suite on one built-in backend.
 pub fn check(kind: &str, device: &str, threads: usize, options: &Options) -> Result<Report> {
-    check_choice(&choice(kind, device, threads, PluginPaths::default()), options)
+    check_choice(
+        &choice(kind, device, threads, PluginPaths::default()),
+        options,
+    )
 }
 
 /// Runs the suite on whatever `choice` selects (a plugin included).

@@ -49,7 +49,11 @@ unsafe extern "C" fn supports(_: u32, dtype: u32) -> u32 {
     }
 }
 
-unsafe extern "C" fn create(_: *const CreateOptions, out: *mut Context, _: *mut ErrorBuf) -> Status {
+unsafe extern "C" fn create(
+    _: *const CreateOptions,
+    out: *mut Context,
+    _: *mut ErrorBuf,
+) -> Status {
     // Any non-null pointer: the fixtures keep no state.
     unsafe { *out = std::ptr::NonNull::<u8>::dangling().as_ptr().cast() };
     STATUS_OK
@@ -89,7 +93,12 @@ unsafe extern "C" fn rope(
     kernel(err)
 }
 
-unsafe extern "C" fn unary(_: Context, _: *const TensorRef, _: *const TensorMut, err: *mut ErrorBuf) -> Status {
+unsafe extern "C" fn unary(
+    _: Context,
+    _: *const TensorRef,
+    _: *const TensorMut,
+    err: *mut ErrorBuf,
+) -> Status {
     kernel(err)
 }
 
