@@ -70,6 +70,14 @@ fn an_empty_name_is_refused() {
 }
 
 #[test]
+fn a_built_in_or_reserved_name_is_refused() {
+    let path = build().fixture("reserved_name");
+    let e = refusal(&path);
+    assert!(matches!(e, PluginError::Name { .. }), "{e:?}");
+    assert_names_file(&e, &path, &["invalid name \"plugin\"", "built-in backend"]);
+}
+
+#[test]
 fn a_missing_file_or_a_non_library_is_refused() {
     let missing = Path::new("/nonexistent/librbees_nothing.so");
     assert_names_file(&refusal(missing), missing, &["cannot load plugin"]);

@@ -12,11 +12,12 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 /// The broken plugins, by example name.
-pub const FIXTURES: [&str; 6] = [
+pub const FIXTURES: [&str; 7] = [
     "missing_symbol",
     "wrong_version",
     "null_kernel",
     "bad_name",
+    "reserved_name",
     "kernel_error",
     "kernel_panics",
 ];
