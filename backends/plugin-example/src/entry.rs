@@ -9,8 +9,8 @@ use rayon::ThreadPool;
 use rbees_core::plugin_abi::{
     guard, Context, CreateOptions, ErrorBuf, PluginFailure, PluginTable, RopeParams, Status,
     TensorMut, TensorRef, ABI_VERSION, DTYPE_NONE, OP_MATMUL, OP_RMS_NORM, OP_ROPE, OP_SILU,
-    OP_SOFTMAX, ROPE_HALF_SPLIT, ROPE_INTERLEAVED, STATUS_OK, STATUS_UNAVAILABLE,
-    SUPPORT_CONVERT_TO_F32, SUPPORT_NATIVE, SUPPORT_NO, TABLE_SIZE,
+    OP_SOFTMAX, ROPE_HALF_SPLIT, ROPE_INTERLEAVED, STATUS_UNAVAILABLE, SUPPORT_CONVERT_TO_F32,
+    SUPPORT_NATIVE, SUPPORT_NO, TABLE_SIZE,
 };
 use rbees_core::{plugin_cstr, WeightDType};
 
@@ -48,19 +48,24 @@ struct Instance {
 }
 
 unsafe extern "C" fn probe(device: *const c_char, score: *mut i32, err: *mut ErrorBuf) -> Status {
-    let device = if device.is_null() {
-        ""
-    } else {
-        unsafe { CStr::from_ptr(device) }.to_str().unwrap_or("")
-    };
-    if device != "cpu" {
-        unsafe { ErrorBuf::write(err, &format!("runs only on 'cpu', not '{device}'")) };
-        return STATUS_UNAVAILABLE;
+    unsafe {
+        guard(err, || {
+            let device = match device.as_ref() {
+                Some(_) => CStr::from_ptr(device).to_str().unwrap_or("?"),
+                None => "",
+            };
+            if device != "cpu" {
+                return Err(PluginFailure {
+                    status: STATUS_UNAVAILABLE,
+                    message: format!("runs only on 'cpu', not '{device}'"),
+                });
+            }
+            if let Some(score) = score.as_mut() {
+                *score = 10;
+            }
+            Ok(())
+        })
     }
-    if !score.is_null() {
-        unsafe { *score = 10 };
-    }
-    STATUS_OK
 }
 
 unsafe extern "C" fn supports(op: u32, dtype: u32) -> u32 {

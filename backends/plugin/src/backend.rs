@@ -5,8 +5,8 @@ use std::ffi::CString;
 use std::sync::{Arc, Mutex};
 
 use rbees_core::plugin_abi::{
-    Context, CreateOptions, RopeParams, OP_MATMUL, OP_RMS_NORM, OP_ROPE, OP_SILU, OP_SOFTMAX,
-    ROPE_HALF_SPLIT, ROPE_INTERLEAVED, SUPPORT_NATIVE,
+    Context, CreateOptions, RopeParams, UnaryFn, OP_MATMUL, OP_RMS_NORM, OP_ROPE, OP_SILU,
+    OP_SOFTMAX, ROPE_HALF_SPLIT, ROPE_INTERLEAVED, SUPPORT_NATIVE,
 };
 use rbees_core::{
     checks, AttentionShape, Backend, BackendError, BackendOptions, HostWeight, Op, Result,
@@ -156,22 +156,12 @@ impl PluginBackend {
     }
 
     /// Runs a unary kernel (`softmax`, `silu`) into a new tensor.
-    fn unary(&self, name: &str, x: &PluginTensor, kernel: u32) -> Result<PluginTensor> {
-        let op = if kernel == OP_SOFTMAX {
-            Op::Softmax
-        } else {
-            Op::Silu
-        };
+    fn unary(&self, op: Op, kernel: u32, f: UnaryFn, x: &PluginTensor) -> Result<PluginTensor> {
         self.require(self.kernel_support(kernel, op))?;
-        let f = if kernel == OP_SOFTMAX {
-            self.lib.functions.softmax
-        } else {
-            self.lib.functions.silu
-        };
         let mut out = PluginTensor::zeros(x.rows, x.cols)?;
         let out_buf = f32_mut(&mut out.data, x.rows, x.cols);
         let x_buf = x.as_ref();
-        checked(&self.lib, name, |err| unsafe {
+        checked(&self.lib, &op.to_string(), |err| unsafe {
             f(self.ctx, &x_buf, &out_buf, err)
         })?;
         Ok(out)
@@ -329,11 +319,11 @@ impl Backend for PluginBackend {
     }
 
     fn softmax(&self, x: &PluginTensor) -> Result<PluginTensor> {
-        self.unary("softmax", x, OP_SOFTMAX)
+        self.unary(Op::Softmax, OP_SOFTMAX, self.lib.functions.softmax, x)
     }
 
     fn silu(&self, x: &PluginTensor) -> Result<PluginTensor> {
-        self.unary("silu", x, OP_SILU)
+        self.unary(Op::Silu, OP_SILU, self.lib.functions.silu, x)
     }
 
     fn matmul(&self, x: &PluginTensor, w: &PluginWeight) -> Result<PluginTensor> {

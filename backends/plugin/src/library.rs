@@ -64,6 +64,15 @@ pub struct PluginLibrary {
     _library: Library,
 }
 
+/// What `validate` read from a table.
+struct Validated {
+    name: &'static str,
+    description: String,
+    abi_version: u32,
+    functions: Functions,
+    answers: HashMap<(u32, u32), u32>,
+}
+
 /// Every library opened by this process, by canonical path.
 static LOADED: Mutex<Vec<Arc<PluginLibrary>>> = Mutex::new(Vec::new());
 
@@ -101,15 +110,14 @@ impl PluginLibrary {
             path: path.clone(),
             reason: e.to_string(),
         })?;
-        let validated = Self::validate(&path, &library);
-        match validated {
-            Ok((name, description, abi_version, functions, answers)) => Ok(PluginLibrary {
+        match Self::validate(&path, &library) {
+            Ok(v) => Ok(PluginLibrary {
                 path,
-                name,
-                description,
-                abi_version,
-                functions,
-                answers,
+                name: v.name,
+                description: v.description,
+                abi_version: v.abi_version,
+                functions: v.functions,
+                answers: v.answers,
                 _library: library,
             }),
             Err(e) => {
@@ -120,20 +128,7 @@ impl PluginLibrary {
         }
     }
 
-    #[allow(clippy::type_complexity)]
-    fn validate(
-        path: &Path,
-        library: &Library,
-    ) -> Result<
-        (
-            &'static str,
-            String,
-            u32,
-            Functions,
-            HashMap<(u32, u32), u32>,
-        ),
-        PluginError,
-    > {
+    fn validate(path: &Path, library: &Library) -> Result<Validated, PluginError> {
         let malformed = |detail: String| PluginError::Malformed {
             path: path.to_path_buf(),
             detail,
@@ -183,7 +178,13 @@ impl PluginLibrary {
         let answers = ask_capabilities(supports).map_err(malformed)?;
         // Leaked once per library file, which lives as long as the process anyway.
         let name: &'static str = Box::leak(name.into_boxed_str());
-        Ok((name, description, found, functions, answers))
+        Ok(Validated {
+            name,
+            description,
+            abi_version: found,
+            functions,
+            answers,
+        })
     }
 
     /// The plugin's own name (usable as `[backend] kind` from `plugins_dir`).
