@@ -7,7 +7,6 @@
 use std::ops::ControlFlow;
 use std::path::Path;
 
-use crate::plugins::{PluginPaths, Selected};
 use anyhow::{bail, Context, Result};
 use enum_dispatch::enum_dispatch;
 use rbees_backend_candle::CandleBackend;
@@ -18,6 +17,8 @@ use rbees_model::{
     generate, CapabilityReport, GenerateParams, Generated, GgufFile, Llama, LlamaConfig,
     LoadOptions, TokenEvent, Tokenizer,
 };
+
+use crate::plugins::{PluginPaths, Selected};
 
 /// What the command line and the daemon need from a loaded model, whatever its backend.
 #[enum_dispatch]
