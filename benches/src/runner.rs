@@ -140,13 +140,13 @@ pub fn runners(threads: usize) -> Result<Vec<Box<dyn OpRunner>>> {
             if (d.probe)(&device).is_err() {
                 continue;
             }
-            let choice = BackendChoice {
-                kind: d.name.to_string(),
-                options: BackendOptions {
+            let choice = BackendChoice::new(
+                d.name,
+                BackendOptions {
                     device: device.clone(),
                     threads: Some(threads),
                 },
-            };
+            );
             let runner = with_backend(&choice, MakeRunner)
                 .with_context(|| format!("cannot start {} on {device}", d.name))?;
             all.push(runner);

@@ -2,13 +2,15 @@
 //!
 //! The model crate is generic over [`Backend`]; it never names a concrete
 //! backend. Backends register a [`BackendDescriptor`] with `inventory` so the
-//! worker can list them and pick one by name from the configuration.
+//! worker can list them and pick one by name from the configuration;
+//! [`plugin_abi`] is the C ABI of backends loaded from shared libraries.
 
 mod backend;
 pub mod checks;
 mod dtype;
 mod error;
 mod op;
+pub mod plugin_abi;
 mod registry;
 mod rope;
 mod weight;

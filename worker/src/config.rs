@@ -31,6 +31,13 @@ pub struct BackendSection {
     /// CPU threads; 0 means one per core.
     #[serde(default)]
     pub threads: usize,
+    /// Plugin library for `kind = "plugin"` (e.g. `plugins/librbees_backend_example.so`).
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// Folder of plugin libraries loaded at start-up; each plugin's own name
+    /// is then usable as `kind`.
+    #[serde(default)]
+    pub plugins_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -56,6 +63,8 @@ impl Default for BackendSection {
             kind: default_kind(),
             device: default_device(),
             threads: 0,
+            path: None,
+            plugins_dir: None,
         }
     }
 }
@@ -110,6 +119,20 @@ mod tests {
     fn bad_type_names_the_line() {
         let e = Config::parse("[backend]\nthreads = \"many\"\n").unwrap_err();
         assert!(format!("{e:#}").contains("line 2"), "{e:#}");
+    }
+
+    #[test]
+    fn plugin_keys_parse() {
+        let c = Config::parse(
+            "[backend]\nkind = \"plugin\"\npath = \"plugins/librbees_backend_example.so\"\nplugins_dir = \"plugins\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.backend.kind, "plugin");
+        assert_eq!(
+            c.backend.path.as_deref(),
+            Some(Path::new("plugins/librbees_backend_example.so"))
+        );
+        assert_eq!(c.backend.plugins_dir.as_deref(), Some(Path::new("plugins")));
     }
 
     #[test]

@@ -11,11 +11,14 @@ use anyhow::{bail, Context, Result};
 use enum_dispatch::enum_dispatch;
 use rbees_backend_candle::CandleBackend;
 use rbees_backend_ndarray::NdarrayBackend;
-use rbees_core::{find_descriptor, Backend, BackendOptions};
+use rbees_backend_plugin::PluginBackend;
+use rbees_core::{Backend, BackendOptions};
 use rbees_model::{
     generate, CapabilityReport, GenerateParams, Generated, GgufFile, Llama, LlamaConfig,
     LoadOptions, TokenEvent, Tokenizer,
 };
+
+use crate::plugins::{PluginPaths, Selected};
 
 /// What the command line and the daemon need from a loaded model, whatever its backend.
 #[enum_dispatch]
@@ -78,6 +81,9 @@ impl<B: rbees_core::Backend> Engine for Llama<B> {
 pub enum AnyModel {
     Ndarray(Llama<NdarrayBackend>),
     Candle(Llama<CandleBackend>),
+    /// Any backend loaded from a plugin library (one type for all plugins:
+    /// the library is data, not a type).
+    Plugin(Llama<PluginBackend>),
 }
 
 /// Which backend, where, and with how many threads.
@@ -85,6 +91,19 @@ pub enum AnyModel {
 pub struct BackendChoice {
     pub kind: String,
     pub options: BackendOptions,
+    /// Where plugin libraries come from (`kind = "plugin"` or a plugin's name).
+    pub plugins: PluginPaths,
+}
+
+impl BackendChoice {
+    /// A built-in backend, or a plugin found through `plugins`.
+    pub fn new(kind: impl Into<String>, options: BackendOptions) -> Self {
+        BackendChoice {
+            kind: kind.into(),
+            options,
+            plugins: PluginPaths::default(),
+        }
+    }
 }
 
 /// Work to do with a backend of whatever type the choice names. The where
@@ -97,10 +116,19 @@ pub trait BackendVisitor {
 }
 
 /// Constructs the chosen backend and hands it to `visitor`: the one place
-/// that maps backend names to types. Unknown names list the known ones; a
-/// device the backend cannot use here is refused before anything loads.
+/// that maps backend names to types (plugins included, see
+/// [`crate::plugins`]). Unknown names list the known ones; a device the
+/// backend cannot use here is refused before anything loads.
 pub fn with_backend<V: BackendVisitor>(choice: &BackendChoice, visitor: V) -> Result<V::Output> {
-    let descriptor = find_descriptor(&choice.kind).map_err(anyhow::Error::msg)?;
+    let descriptor = match choice.plugins.select(&choice.kind)? {
+        Selected::Plugin(lib) => {
+            let source = format!("plugin '{}' ({})", lib.name(), lib.path().display());
+            let backend = PluginBackend::new(lib, &choice.options)
+                .with_context(|| format!("cannot start {source}"))?;
+            return visitor.visit(backend);
+        }
+        Selected::BuiltIn(descriptor) => descriptor,
+    };
     if let Err(why) = (descriptor.probe)(&choice.options.device) {
         bail!(
             "backend '{}' cannot use device '{}': {why}",
@@ -160,8 +188,8 @@ pub fn load(
     load_options: &LoadOptions,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<LoadedModel> {
-    // Refuse an unknown backend or device before reading the file.
-    find_descriptor(&choice.kind).map_err(anyhow::Error::msg)?;
+    // Refuse an unknown backend (or a refused plugin) before reading the file.
+    choice.plugins.select(&choice.kind)?;
     let gguf = GgufFile::open(path)?;
     let tokenizer = Tokenizer::from_gguf_metadata(gguf.metadata())
         .with_context(|| format!("cannot build the tokenizer of {}", path.display()))?;

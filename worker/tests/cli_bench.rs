@@ -290,3 +290,40 @@ fn bad_bench_and_synth_settings_are_clear_errors() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn plugins_are_measured_next_to_the_built_in_backends() {
+    let dir = scratch("plugin");
+    let plugin = rbees_plugin_testkit::build().example();
+    let model = repo_root().join("testdata/models/tiny-llama2-q8_0.gguf");
+    let out = rbees(
+        &[
+            "bench",
+            "--model",
+            model.to_str().unwrap(),
+            "--plugin",
+            plugin.to_str().unwrap(),
+            "--pp",
+            "8",
+            "--tg",
+            "2",
+            "--reps",
+            "1",
+            "--threads",
+            "1",
+            "--json",
+            "-",
+        ],
+        &dir,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let names: Vec<&str> = doc["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["backend"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["candle", "ndarray", "example"]);
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -1,8 +1,26 @@
-use anyhow::Result;
-use rbees_core::descriptors;
+use std::path::PathBuf;
 
-/// `rbees backends`: every linked backend, its devices, and whether it can run here.
-pub fn run() -> Result<()> {
+use anyhow::Result;
+use clap::Args;
+use rbees_backend_plugin::{op_placement, Placement, PluginLibrary, WeightPlan};
+use rbees_core::{descriptors, Op, WeightDType};
+
+use crate::cli::PluginArgs;
+use crate::config::Config;
+
+#[derive(Debug, Args)]
+pub struct BackendsArgs {
+    /// TOML config file, for its `[backend] path` / `plugins_dir` (default:
+    /// config/default.toml when present).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub plugins: PluginArgs,
+}
+
+/// `rbees backends`: every linked backend and every plugin loaded, their
+/// devices, and whether they can run here.
+pub fn run(args: &BackendsArgs) -> Result<()> {
     println!(
         "{:<10} {:<14} {:<40} description",
         "name", "devices", "usable here"
@@ -21,5 +39,65 @@ pub fn run() -> Result<()> {
             d.description
         );
     }
+    let config = Config::load_or_default(args.config.as_deref())?;
+    let paths = args.plugins.paths(&config);
+    if paths.path.is_none() && paths.dir.is_none() {
+        println!("\nplugins: none given (--plugin PATH, --plugins-dir DIR, or [backend] path / plugins_dir)");
+        return Ok(());
+    }
+    let found = paths.discover()?;
+    println!(
+        "\nplugins (ABI version {} in this build):",
+        rbees_core::plugin_abi::ABI_VERSION
+    );
+    for lib in &found.loaded {
+        print_plugin(lib);
+    }
+    for refused in &found.refused {
+        println!("refused: {refused}");
+    }
     Ok(())
+}
+
+fn print_plugin(lib: &PluginLibrary) {
+    let usable = match lib.probe("cpu") {
+        Ok(score) => format!("yes on cpu (score {score})"),
+        Err(why) => format!("not on cpu: {why}"),
+    };
+    println!(
+        "{:<10} ABI v{}  {}",
+        lib.name(),
+        lib.abi_version(),
+        lib.path().display()
+    );
+    println!("    {}", lib.description());
+    println!("    usable here: {usable}");
+    let ops = |p: Placement| -> String {
+        Op::ALL
+            .iter()
+            .filter(|&&op| op_placement(op) == p)
+            .map(|op| op.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    println!("    in the plugin: {}", ops(Placement::Plugin));
+    println!("    in the host:   {}", ops(Placement::Host));
+    println!("    composed:      {}", ops(Placement::Composed));
+    let types = |plan: WeightPlan| -> String {
+        WeightDType::ALL
+            .iter()
+            .filter(|&&d| lib.weight_plan(d) == plan)
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    println!("    weights as they are: {}", types(WeightPlan::Native));
+    let converted = types(WeightPlan::ConvertToF32);
+    if !converted.is_empty() {
+        println!("    weights converted to F32 at load (declared by the plugin): {converted}");
+    }
+    let refused = types(WeightPlan::Unsupported);
+    if !refused.is_empty() {
+        println!("    weights refused: {refused}");
+    }
 }

@@ -14,6 +14,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::config::Config;
 use crate::engine::BackendChoice;
+use crate::plugins::{PluginPaths, PLUGIN_KIND};
 
 pub use generate::GenerateArgs;
 pub use tokenize::TokenizeArgs;
@@ -35,8 +36,8 @@ pub enum Command {
     Tokenize(TokenizeArgs),
     /// Generate text from a prompt, streaming it to stdout.
     Generate(GenerateArgs),
-    /// List the backends built into this binary and whether they can run here.
-    Backends,
+    /// List the backends built into this binary and the plugins loaded, and whether they can run here.
+    Backends(backends::BackendsArgs),
     /// Check every op of a backend against the ndarray reference.
     Conformance(conformance::ConformanceArgs),
     /// Prompt and decode tokens/s of several backends, side by side.
@@ -63,9 +64,47 @@ pub struct ModelArgs {
     /// CPU threads, overriding `[backend] threads` (0: one per core).
     #[arg(long)]
     pub threads: Option<usize>,
+    #[command(flatten)]
+    pub plugins: PluginArgs,
     /// KV cache size in tokens, overriding `[model] context`.
     #[arg(long)]
     pub ctx_size: Option<usize>,
+}
+
+/// Where backend plugins come from (flags override the config).
+#[derive(Debug, Args, Default)]
+pub struct PluginArgs {
+    /// Backend plugin library, overriding `[backend] path`; without
+    /// `--backend`, it selects that plugin (`--backend plugin`).
+    #[arg(long, value_name = "PATH")]
+    pub plugin: Option<PathBuf>,
+    /// Folder of backend plugins, overriding `[backend] plugins_dir`; each
+    /// plugin's name is then usable as `--backend`.
+    #[arg(long, value_name = "DIR")]
+    pub plugins_dir: Option<PathBuf>,
+}
+
+impl PluginArgs {
+    /// These flags over the config's `[backend] path` / `plugins_dir`.
+    pub fn paths(&self, config: &Config) -> PluginPaths {
+        PluginPaths {
+            path: self.plugin.clone().or(config.backend.path.clone()),
+            dir: self
+                .plugins_dir
+                .clone()
+                .or(config.backend.plugins_dir.clone()),
+        }
+    }
+
+    /// The backend kind: `--backend`, else `plugin` when `--plugin` is
+    /// given, else the config's.
+    pub fn kind(&self, backend: Option<&String>, config: &Config) -> String {
+        match (backend, &self.plugin) {
+            (Some(kind), _) => kind.clone(),
+            (None, Some(_)) => PLUGIN_KIND.to_string(),
+            (None, None) => config.backend.kind.clone(),
+        }
+    }
 }
 
 /// Config file plus command-line overrides, resolved.
@@ -78,6 +117,8 @@ pub struct Resolved {
 impl ModelArgs {
     pub fn resolve(&self) -> Result<Resolved> {
         let config = Config::load_or_default(self.config.as_deref())?;
+        let kind = self.plugins.kind(self.backend.as_ref(), &config);
+        let plugins = self.plugins.paths(&config);
         let model = self
             .model
             .clone()
@@ -87,7 +128,8 @@ impl ModelArgs {
         Ok(Resolved {
             model,
             choice: BackendChoice {
-                kind: self.backend.clone().unwrap_or(config.backend.kind),
+                kind,
+                plugins,
                 options: rbees_core::BackendOptions {
                     device: self.device.clone().unwrap_or(config.backend.device),
                     threads: (threads > 0).then_some(threads),
@@ -103,7 +145,7 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Tokenize(args) => tokenize::run(&args),
         Command::Generate(args) => generate::run(&args),
-        Command::Backends => backends::run(),
+        Command::Backends(args) => backends::run(&args),
         Command::Conformance(args) => conformance::run(&args),
         Command::Synth(args) => synth::run(&args),
         Command::Bench(args) => bench::run(&args),

@@ -19,8 +19,10 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rbees_core::{descriptors, BackendOptions};
 
+use super::PluginArgs;
 use crate::config::Config;
 use crate::engine::BackendChoice;
+use crate::plugins::PluginPaths;
 use measure::{ChildEvent, Plan};
 use report::{Document, Row};
 
@@ -33,7 +35,8 @@ pub struct BenchArgs {
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Backend to measure, `NAME` or `NAME:DEVICE` (repeatable; default:
-    /// every built-in backend that can run on the CPU here).
+    /// every built-in backend that can run on the CPU here, and the plugins
+    /// given by --plugin/--plugins-dir or the config).
     #[arg(long = "backend")]
     pub backends: Vec<String>,
     /// Device for backends given without one.
@@ -57,6 +60,8 @@ pub struct BenchArgs {
     /// Write an SVG bar chart to this file.
     #[arg(long)]
     pub chart: Option<PathBuf>,
+    #[command(flatten)]
+    pub plugins: PluginArgs,
     /// Internal: measure the one backend given, reporting JSON lines.
     #[arg(long, hide = true)]
     pub child: bool,
@@ -102,6 +107,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         .or(config.model.path.clone())
         .context("no model given: pass --model PATH or set [model] path in the config")?;
     let threads = threads(args, &config);
+    let plugins = args.plugins.paths(&config);
     if args.child {
         let spec = match args.backends.as_slice() {
             [one] => parse_backend(one, &args.device),
@@ -115,6 +121,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                     device: spec.device,
                     threads: Some(threads),
                 },
+                plugins,
             },
             pp: args.pp,
             tg: args.tg,
@@ -125,13 +132,13 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         .with_context(|| format!("cannot read model file {}", model.display()))?
         .len();
     let requested = if args.backends.is_empty() {
-        default_backends()
+        default_backends(&plugins)?
     } else {
         args.backends.clone()
     };
     for spec in &requested {
-        let spec = parse_backend(spec, &args.device);
-        rbees_core::find_descriptor(&spec.name).map_err(anyhow::Error::msg)?;
+        // An unknown name fails here, listing the known ones, before any run.
+        plugins.select(&parse_backend(spec, &args.device).name)?;
     }
 
     let json_to_stdout = args.json.as_deref() == Some(std::path::Path::new("-"));
@@ -139,7 +146,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let mut results = Vec::new();
     for spec in &requested {
         bar.set_message(spec.clone());
-        let row = match run_child(args, &model, threads, spec, &bar) {
+        let row = match run_child(args, &model, threads, &plugins, spec, &bar) {
             Ok(measured) => Row::measured(spec.clone(), measured),
             Err(e) => Row::failed(spec.clone(), format!("{e:#}")),
         };
@@ -189,13 +196,20 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     Ok(())
 }
 
-/// Every built-in backend that can run on the CPU of this machine.
-fn default_backends() -> Vec<String> {
-    descriptors()
+/// Every built-in backend that can run on the CPU of this machine, then
+/// every plugin the paths lead to (by its own name).
+fn default_backends(plugins: &PluginPaths) -> Result<Vec<String>> {
+    let mut names: Vec<String> = descriptors()
         .into_iter()
         .filter(|d| d.devices.contains(&"cpu") && (d.probe)("cpu").is_ok())
         .map(|d| d.name.to_string())
-        .collect()
+        .collect();
+    let found = plugins.discover()?;
+    if let Some(refused) = found.refused.first() {
+        bail!("{refused}");
+    }
+    names.extend(found.loaded.iter().map(|lib| lib.name().to_string()));
+    Ok(names)
 }
 
 /// A progress bar on a terminal; none in `--json` mode (machine-read runs).
@@ -218,6 +232,7 @@ fn run_child(
     args: &BenchArgs,
     model: &std::path::Path,
     threads: usize,
+    plugins: &PluginPaths,
     spec: &str,
     bar: &ProgressBar,
 ) -> Result<measure::Measured> {
@@ -233,6 +248,12 @@ fn run_child(
         .args(["--reps", &args.reps.to_string()]);
     if let Some(config) = &args.config {
         cmd.arg("--config").arg(config);
+    }
+    if let Some(path) = &plugins.path {
+        cmd.arg("--plugin").arg(path);
+    }
+    if let Some(dir) = &plugins.dir {
+        cmd.arg("--plugins-dir").arg(dir);
     }
     let mut child = cmd
         .stdout(Stdio::piped())
