@@ -10,6 +10,7 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use enum_dispatch::enum_dispatch;
 use rbees_backend_candle::CandleBackend;
+use rbees_backend_cpu::CpuBackend;
 use rbees_backend_ndarray::NdarrayBackend;
 use rbees_core::{find_descriptor, Backend, BackendOptions};
 use rbees_model::{
@@ -78,6 +79,7 @@ impl<B: rbees_core::Backend> Engine for Llama<B> {
 pub enum AnyModel {
     Ndarray(Llama<NdarrayBackend>),
     Candle(Llama<CandleBackend>),
+    Cpu(Llama<CpuBackend>),
 }
 
 /// Which backend, where, and with how many threads.
@@ -111,6 +113,7 @@ pub fn with_backend<V: BackendVisitor>(choice: &BackendChoice, visitor: V) -> Re
     match descriptor.name {
         "ndarray" => visitor.visit(NdarrayBackend::new(&choice.options)?),
         "candle" => visitor.visit(CandleBackend::new(&choice.options)?),
+        "cpu" => visitor.visit(CpuBackend::new(&choice.options)?),
         other => bail!("backend '{other}' is registered but this binary cannot construct it"),
     }
 }
