@@ -30,6 +30,23 @@ impl Default for BlockQ8 {
     }
 }
 
+/// Four rows of Q8 blocks, with their scales also laid out block by block
+/// (`d[i]` holds the `d` of block `i` of the four rows, `s[i]` their `s`),
+/// so a SIMD kernel gets the four scales of a block in one load.
+#[derive(Debug, Clone, Copy)]
+pub struct Q8x4<'a> {
+    pub rows: [&'a [BlockQ8]; 4],
+    pub d: &'a [[f32; 4]],
+    pub s: &'a [[f32; 4]],
+}
+
+/// The block-by-block scales of four rows of `nb` blocks, for [`Q8x4`].
+pub fn interleave_scales(rows: [&[BlockQ8]; 4], nb: usize) -> (Vec<[f32; 4]>, Vec<[f32; 4]>) {
+    (0..nb)
+        .map(|i| (rows.map(|r| r[i].d), rows.map(|r| r[i].s)))
+        .unzip()
+}
+
 /// Rounds `x` (a whole number of blocks) into `out` (`x.len() / 32` blocks):
 /// `d = max|x| / 127`, `q = round(x / d)` (half away from zero, like C's
 /// `roundf`), `d` and `d * Σq` rounded to f16.

@@ -13,7 +13,7 @@
 use std::arch::x86_64::*;
 
 use super::Kernels;
-use crate::quant::{q4_0, q4_1, q8_0, BlockQ8};
+use crate::quant::{q4_0, q4_1, q8_0, BlockQ8, Q8x4};
 
 /// The AVX2 kernels, if this CPU has AVX2, FMA and F16C.
 pub fn kernels() -> Option<Kernels> {
@@ -25,6 +25,12 @@ pub fn kernels() -> Option<Kernels> {
         q4_0: dot_q4_0,
         q4_1: dot_q4_1,
         q8_0: dot_q8_0,
+        q4_0_rows: rows_q4_0,
+        q4_1_rows: rows_q4_1,
+        q8_0_rows: rows_q8_0,
+        q4_0_x4: dot4_q4_0,
+        q4_1_x4: dot4_q4_1,
+        q8_0_x4: dot4_q8_0,
         f32: dot_f32,
         f16: dot_f16,
         bf16: crate::quant::float::dot_bf16,
@@ -52,6 +58,85 @@ fn dot_q8_0(w: &[u8], x: &[BlockQ8]) -> f32 {
     let nb = x.len().min(w.len() / q8_0::BLOCK_BYTES);
     // SAFETY: as in `dot_q4_0`.
     unsafe { q8_0_body(w.as_ptr(), x.as_ptr(), nb) }
+}
+
+/// `(blocks per row, rows)` that `w`, `x` and `out` all have room for.
+fn rows_extent(
+    w: &[u8],
+    rb: usize,
+    block_bytes: usize,
+    x: &[BlockQ8],
+    out: &[f32],
+) -> (usize, usize) {
+    let nb = x.len().min(rb / block_bytes);
+    (nb, out.len().min(w.len() / rb.max(1)))
+}
+
+fn rows_q4_0(w: &[u8], rb: usize, x: &[BlockQ8], out: &mut [f32]) {
+    let (nb, n) = rows_extent(w, rb, q4_0::BLOCK_BYTES, x, out);
+    for (j, o) in out[..n].iter_mut().enumerate() {
+        // SAFETY: as in `dot_q4_0`; row `j < n` of `w` holds `nb` blocks.
+        *o = unsafe { q4_0_body(w.as_ptr().add(j * rb), x.as_ptr(), nb) };
+    }
+}
+
+fn rows_q4_1(w: &[u8], rb: usize, x: &[BlockQ8], out: &mut [f32]) {
+    let (nb, n) = rows_extent(w, rb, q4_1::BLOCK_BYTES, x, out);
+    // SAFETY: as in `dot_q4_0`; each of the `n` rows of `w` holds `nb` blocks.
+    unsafe { q4_1_rows_body(w.as_ptr(), rb, x.as_ptr(), nb, &mut out[..n]) }
+}
+
+fn rows_q8_0(w: &[u8], rb: usize, x: &[BlockQ8], out: &mut [f32]) {
+    let (nb, n) = rows_extent(w, rb, q8_0::BLOCK_BYTES, x, out);
+    // SAFETY: as in `rows_q4_1`.
+    unsafe { q8_0_rows_body(w.as_ptr(), rb, x.as_ptr(), nb, &mut out[..n]) }
+}
+
+/// # Safety
+/// As [`q4_1_body`] for each of the `out.len()` rows, `rb` bytes apart.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q4_1_rows_body(w: *const u8, rb: usize, x: *const BlockQ8, nb: usize, out: &mut [f32]) {
+    for (j, o) in out.iter_mut().enumerate() {
+        *o = q4_1_body(w.add(j * rb), x, nb);
+    }
+}
+
+/// # Safety
+/// As [`q8_0_body`] for each of the `out.len()` rows, `rb` bytes apart.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q8_0_rows_body(w: *const u8, rb: usize, x: *const BlockQ8, nb: usize, out: &mut [f32]) {
+    for (j, o) in out.iter_mut().enumerate() {
+        *o = q8_0_body(w.add(j * rb), x, nb);
+    }
+}
+
+/// Blocks every slice of a four-row call has.
+fn blocks4(w: &[u8], block_bytes: usize, x: &Q8x4<'_>) -> usize {
+    x.rows
+        .iter()
+        .map(|r| r.len())
+        .fold(w.len() / block_bytes, usize::min)
+        .min(x.d.len())
+        .min(x.s.len())
+}
+
+fn dot4_q4_0(w: &[u8], x: &Q8x4<'_>) -> [f32; 4] {
+    let nb = blocks4(w, q4_0::BLOCK_BYTES, x);
+    // SAFETY: as in `dot_q4_0`; `nb` blocks of `w`, of every row and of the
+    // scale arrays are in bounds.
+    unsafe { signed_x4_body::<true>(w.as_ptr(), q4_0::BLOCK_BYTES, x, nb) }
+}
+
+fn dot4_q4_1(w: &[u8], x: &Q8x4<'_>) -> [f32; 4] {
+    let nb = blocks4(w, q4_1::BLOCK_BYTES, x);
+    // SAFETY: as in `dot4_q4_0`.
+    unsafe { q4_1_x4_body(w.as_ptr(), x, nb) }
+}
+
+fn dot4_q8_0(w: &[u8], x: &Q8x4<'_>) -> [f32; 4] {
+    let nb = blocks4(w, q8_0::BLOCK_BYTES, x);
+    // SAFETY: as in `dot4_q4_0`.
+    unsafe { signed_x4_body::<false>(w.as_ptr(), q8_0::BLOCK_BYTES, x, nb) }
 }
 
 fn dot_f32(w: &[f32], x: &[f32]) -> f32 {
@@ -134,6 +219,7 @@ unsafe fn q4_0_body(w: *const u8, x: *const BlockQ8, nb: usize) -> f32 {
 
 /// # Safety
 /// AVX2/FMA/F16C must be available; `w` must hold `nb` Q4_1 blocks and `x` `nb` blocks.
+#[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q4_1_body(w: *const u8, x: *const BlockQ8, nb: usize) -> f32 {
     let mut acc = _mm256_setzero_ps();
@@ -159,6 +245,7 @@ unsafe fn q4_1_body(w: *const u8, x: *const BlockQ8, nb: usize) -> f32 {
 
 /// # Safety
 /// AVX2/FMA/F16C must be available; `w` must hold `nb` Q8_0 blocks and `x` `nb` blocks.
+#[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q8_0_body(w: *const u8, x: *const BlockQ8, nb: usize) -> f32 {
     let mut acc = _mm256_setzero_ps();
@@ -171,6 +258,89 @@ unsafe fn q8_0_body(w: *const u8, x: *const BlockQ8, nb: usize) -> f32 {
         acc = _mm256_fmadd_ps(d, mul_sum_i8(qw, qy), acc);
     }
     hsum_ps(acc)
+}
+
+/// The integer block products of one weight block with the same block of
+/// four activation rows, gathered into one vector: lanes 0..4 hold rows
+/// 0..4 over the block's first 16 values, lanes 4..8 over the last 16
+/// (`_mm256_hadd_epi32` twice), so one conversion and one FMA by the four
+/// rows' scales serve all four.
+///
+/// # Safety
+/// AVX2 must be available; `x.rows[r]` must hold block `i`.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn products_x4<const SIGNED: bool>(qw: __m256i, x: &Q8x4<'_>, i: usize) -> __m256 {
+    let ones = _mm256_set1_epi16(1);
+    let aw = if SIGNED { _mm256_sign_epi8(qw, qw) } else { qw };
+    let p = x.rows.map(|row| {
+        let qy = _mm256_loadu_si256((*row.as_ptr().add(i)).qs.as_ptr() as *const __m256i);
+        let qy = if SIGNED { _mm256_sign_epi8(qy, qw) } else { qy };
+        _mm256_madd_epi16(_mm256_maddubs_epi16(aw, qy), ones)
+    });
+    let h = _mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]), _mm256_hadd_epi32(p[2], p[3]));
+    _mm256_cvtepi32_ps(h)
+}
+
+/// Sums the two halves of a [`products_x4`] accumulator: one value per row.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn fold_x4(acc: __m256, extra: __m128) -> [f32; 4] {
+    let v = _mm_add_ps(
+        _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps::<1>(acc)),
+        extra,
+    );
+    let mut out = [0f32; 4];
+    // SAFETY: `out` has room for the 4 floats stored.
+    unsafe { _mm_storeu_ps(out.as_mut_ptr(), v) };
+    out
+}
+
+/// Q4_0 (`Q4 = true`: nibbles minus 8) or Q8_0 weights against four rows.
+///
+/// # Safety
+/// AVX2/FMA/F16C must be available; `w` must hold `nb` blocks of
+/// `block_bytes`, and `x` `nb` blocks per row and `nb` scales.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn signed_x4_body<const Q4: bool>(
+    w: *const u8,
+    block_bytes: usize,
+    x: &Q8x4<'_>,
+    nb: usize,
+) -> [f32; 4] {
+    let mut acc = _mm256_setzero_ps();
+    for i in 0..nb {
+        let b = w.add(i * block_bytes);
+        let qw = if Q4 {
+            _mm256_sub_epi8(nibbles(b.add(2)), _mm256_set1_epi8(8))
+        } else {
+            _mm256_loadu_si256(b.add(2) as *const __m256i)
+        };
+        let d4 = _mm256_broadcast_ps(&*(x.d.as_ptr().add(i) as *const __m128));
+        let scale = _mm256_mul_ps(_mm256_set1_ps(f16_at(b)), d4);
+        acc = _mm256_fmadd_ps(scale, products_x4::<true>(qw, x, i), acc);
+    }
+    fold_x4(acc, _mm_setzero_ps())
+}
+
+/// # Safety
+/// AVX2/FMA/F16C must be available; `w` must hold `nb` Q4_1 blocks, and `x`
+/// `nb` blocks per row and `nb` scales.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q4_1_x4_body(w: *const u8, x: &Q8x4<'_>, nb: usize) -> [f32; 4] {
+    let mut acc = _mm256_setzero_ps();
+    // Σ m_w · s_x per row.
+    let mut acc_m = _mm_setzero_ps();
+    for i in 0..nb {
+        let b = w.add(i * q4_1::BLOCK_BYTES);
+        let dm = _mm_cvtph_ps(_mm_cvtsi32_si128(std::ptr::read_unaligned(b as *const i32)));
+        let d4 = _mm256_broadcast_ps(&*(x.d.as_ptr().add(i) as *const __m128));
+        let scale = _mm256_mul_ps(_mm256_broadcastss_ps(dm), d4);
+        let s4 = _mm_loadu_ps(x.s.as_ptr().add(i) as *const f32);
+        acc_m = _mm_fmadd_ps(_mm_shuffle_ps::<0x55>(dm, dm), s4, acc_m);
+        acc = _mm256_fmadd_ps(scale, products_x4::<false>(nibbles(b.add(4)), x, i), acc);
+    }
+    fold_x4(acc, acc_m)
 }
 
 /// # Safety
@@ -275,6 +445,33 @@ mod tests {
             }
             let (s, v) = (quant::q8_0::dot(&w, &x), (k.q8_0)(&w, &x));
             assert!(close(s, v), "q8_0 nb={nb}: {s} vs {v}");
+            // Four rows at once give each row's single-row result.
+            let rows: Vec<Vec<BlockQ8>> = (0..4).map(|_| random_q8(&mut rng, nb)).collect();
+            let four = [&rows[0][..], &rows[1][..], &rows[2][..], &rows[3][..]];
+            let (d, s) = quant::interleave_scales(four, nb);
+            let x4 = Q8x4 {
+                rows: four,
+                d: &d,
+                s: &s,
+            };
+            let w0 = random_blocks(&mut rng, nb, q4_0::BLOCK_BYTES, 1);
+            let w1 = random_blocks(&mut rng, nb, q4_1::BLOCK_BYTES, 2);
+            let cases: [(&[u8], super::super::QuantDot, super::super::QuantDot4); 3] = [
+                (&w0, quant::q4_0::dot, k.q4_0_x4),
+                (&w1, quant::q4_1::dot, k.q4_1_x4),
+                (&w, quant::q8_0::dot, k.q8_0_x4),
+            ];
+            for (wb, scalar, simd4) in cases {
+                let got = simd4(wb, &x4);
+                for r in 0..4 {
+                    let want = scalar(wb, four[r]);
+                    assert!(
+                        close(want, got[r]),
+                        "x4 nb={nb} row {r}: {want} vs {}",
+                        got[r]
+                    );
+                }
+            }
         }
     }
 

@@ -5,10 +5,17 @@
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 
-use crate::quant::{self, BlockQ8};
+use crate::quant::{self, BlockQ8, Q8x4};
 
 /// One row of quantised weight bytes against Q8 activation blocks.
 pub type QuantDot = fn(&[u8], &[BlockQ8]) -> f32;
+/// Consecutive weight rows (`row_bytes` each) against one row of Q8
+/// activations, one result per row in `out` (decode: the row loop runs
+/// inside the SIMD code, without a call per row).
+pub type QuantRows = fn(&[u8], usize, &[BlockQ8], &mut [f32]);
+/// One row of quantised weight bytes against four rows of Q8 activations:
+/// the weight blocks are unpacked once for all four (prompt processing).
+pub type QuantDot4 = fn(&[u8], &Q8x4<'_>) -> [f32; 4];
 /// One row of half-precision weight bytes against f32 activations.
 pub type HalfDot = fn(&[u8], &[f32]) -> f32;
 /// Two f32 rows.
@@ -22,6 +29,12 @@ pub struct Kernels {
     pub q4_0: QuantDot,
     pub q4_1: QuantDot,
     pub q8_0: QuantDot,
+    pub q4_0_rows: QuantRows,
+    pub q4_1_rows: QuantRows,
+    pub q8_0_rows: QuantRows,
+    pub q4_0_x4: QuantDot4,
+    pub q4_1_x4: QuantDot4,
+    pub q8_0_x4: QuantDot4,
     pub f32: F32Dot,
     pub f16: HalfDot,
     pub bf16: HalfDot,
@@ -41,6 +54,12 @@ impl Kernels {
             q4_0: quant::q4_0::dot,
             q4_1: quant::q4_1::dot,
             q8_0: quant::q8_0::dot,
+            q4_0_rows: |w, rb, x, out| rows_with(quant::q4_0::dot, w, rb, x, out),
+            q4_1_rows: |w, rb, x, out| rows_with(quant::q4_1::dot, w, rb, x, out),
+            q8_0_rows: |w, rb, x, out| rows_with(quant::q8_0::dot, w, rb, x, out),
+            q4_0_x4: |w, x| x.rows.map(|x| quant::q4_0::dot(w, x)),
+            q4_1_x4: |w, x| x.rows.map(|x| quant::q4_1::dot(w, x)),
+            q8_0_x4: |w, x| x.rows.map(|x| quant::q8_0::dot(w, x)),
             f32: quant::float::dot_f32,
             f16: quant::float::dot_f16,
             bf16: quant::float::dot_bf16,
@@ -54,5 +73,12 @@ impl Kernels {
             return k;
         }
         Self::scalar()
+    }
+}
+
+/// [`QuantRows`] from a one-row dot product.
+fn rows_with(dot: QuantDot, w: &[u8], row_bytes: usize, x: &[BlockQ8], out: &mut [f32]) {
+    for (o, row) in out.iter_mut().zip(w.chunks_exact(row_bytes.max(1))) {
+        *o = dot(row, x);
     }
 }
