@@ -13,7 +13,7 @@ use crate::simd::Kernels;
 use crate::tensor::{CpuKvCache, CpuTensor};
 
 /// Key (or value) head `kvh` of cached position `j`.
-fn head<'a>(buf: &'a [f32], width: usize, j: usize, kvh: usize, hd: usize) -> &'a [f32] {
+fn head(buf: &[f32], width: usize, j: usize, kvh: usize, hd: usize) -> &[f32] {
     let start = j * width + kvh * hd;
     &buf[start..start + hd]
 }

@@ -9,12 +9,12 @@ pub const BLOCK_BYTES: usize = 18;
 pub fn dot(w: &[u8], x: &[BlockQ8]) -> f32 {
     let mut sum = 0f32;
     for (b, y) in w.chunks_exact(BLOCK_BYTES).zip(x) {
-        let qs = &b[2..];
+        let (y_lo, y_hi) = y.qs.split_at(QK / 2);
         let mut sumi = 0i32;
-        for j in 0..QK / 2 {
-            let lo = i32::from(qs[j] & 0x0F) - 8;
-            let hi = i32::from(qs[j] >> 4) - 8;
-            sumi += lo * i32::from(y.qs[j]) + hi * i32::from(y.qs[j + QK / 2]);
+        for ((&q, &a), &c) in b[2..].iter().zip(y_lo).zip(y_hi) {
+            let lo = i32::from(q & 0x0F) - 8;
+            let hi = i32::from(q >> 4) - 8;
+            sumi += lo * i32::from(a) + hi * i32::from(c);
         }
         sum += sumi as f32 * f16_at(b, 0) * y.d;
     }

@@ -10,12 +10,10 @@ pub const BLOCK_BYTES: usize = 20;
 pub fn dot(w: &[u8], x: &[BlockQ8]) -> f32 {
     let mut sum = 0f32;
     for (b, y) in w.chunks_exact(BLOCK_BYTES).zip(x) {
-        let qs = &b[4..];
+        let (y_lo, y_hi) = y.qs.split_at(QK / 2);
         let mut sumi = 0i32;
-        for j in 0..QK / 2 {
-            let lo = i32::from(qs[j] & 0x0F);
-            let hi = i32::from(qs[j] >> 4);
-            sumi += lo * i32::from(y.qs[j]) + hi * i32::from(y.qs[j + QK / 2]);
+        for ((&q, &a), &c) in b[4..].iter().zip(y_lo).zip(y_hi) {
+            sumi += i32::from(q & 0x0F) * i32::from(a) + i32::from(q >> 4) * i32::from(c);
         }
         sum += (f16_at(b, 0) * y.d) * sumi as f32 + f16_at(b, 2) * y.s;
     }
