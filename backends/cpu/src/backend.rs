@@ -110,7 +110,7 @@ impl Backend for CpuBackend {
 
     fn rms_norm(&self, x: &CpuTensor, weight: &CpuWeight, eps: f32) -> Result<CpuTensor> {
         checks::rms_norm(x.dims(), weight.dims())?;
-        let w = match &weight.storage {
+        let w = match weight.storage.as_ref() {
             crate::weight::Storage::F32(v) => std::borrow::Cow::Borrowed(v.as_slice()),
             _ => std::borrow::Cow::Owned(weight.vector()?),
         };

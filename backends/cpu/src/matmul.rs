@@ -12,10 +12,12 @@
 //! computed the same way whatever the banding, so the thread count never
 //! changes a result.
 
+use std::sync::Arc;
+
 use rbees_core::{BackendError, Result, WeightDType};
 
 use crate::pool::Pool;
-use crate::quant::{interleave_scales, quantize_row, BlockQ8, Q8x4, QK};
+use crate::quant::{interleave_scales, quantize_row, BlockQ8, Q8x4, Scales4, QK};
 use crate::simd::{Kernels, QuantDot, QuantDot4, QuantRows};
 use crate::tensor::CpuTensor;
 use crate::weight::{CpuWeight, Storage};
@@ -24,40 +26,84 @@ use crate::weight::{CpuWeight, Storage};
 /// machine does not hold the others up.
 const TASKS_PER_THREAD: usize = 4;
 
+/// Activations rounded to Q8: `m` rows of `nb` blocks, and the block-by-block
+/// scales of each group of four rows (for the four-row kernels).
+struct QuantActs {
+    q: Vec<BlockQ8>,
+    nb: usize,
+    groups: Vec<Scales4>,
+}
+
+impl QuantActs {
+    fn new(x: &CpuTensor) -> Self {
+        let (m, kd) = x.dims();
+        let nb = kd / QK;
+        let mut q = vec![BlockQ8::default(); m * nb];
+        if nb > 0 {
+            for (xr, qr) in x.data.chunks_exact(kd).zip(q.chunks_exact_mut(nb)) {
+                quantize_row(xr, qr);
+            }
+        }
+        let mut acts = QuantActs {
+            q,
+            nb,
+            groups: Vec::new(),
+        };
+        acts.groups = (0..m / 4)
+            .map(|g| interleave_scales(acts.group_rows(g), nb))
+            .collect();
+        acts
+    }
+
+    fn row(&self, i: usize) -> &[BlockQ8] {
+        &self.q[i * self.nb..(i + 1) * self.nb]
+    }
+
+    fn group_rows(&self, g: usize) -> [&[BlockQ8]; 4] {
+        [0, 1, 2, 3].map(|r| self.row(4 * g + r))
+    }
+
+    fn group(&self, g: usize) -> Q8x4<'_> {
+        let (d, s) = &self.groups[g];
+        Q8x4 {
+            rows: self.group_rows(g),
+            d,
+            s,
+        }
+    }
+}
+
 pub fn matmul(pool: &Pool, k: &Kernels, x: &CpuTensor, w: &CpuWeight) -> Result<CpuTensor> {
     let (m, kd) = x.dims();
     let n = w.rows;
-    let mut out_t = vec![0f32; n * m];
     let band = n.div_ceil(pool.threads() * TASKS_PER_THREAD).max(1);
     let work = m.saturating_mul(n).saturating_mul(kd);
-    match (&w.storage, w.dtype) {
-        (Storage::F32(wv), _) => pool.for_chunks(&mut out_t, band * m, work, |b, chunk| {
-            for (j, o) in chunk.chunks_mut(m).enumerate() {
-                let r = b * band + j;
-                let wr = &wv[r * kd..(r + 1) * kd];
-                for (v, xr) in o.iter_mut().zip(x.data.chunks_exact(kd)) {
-                    *v = (k.f32)(wr, xr);
-                }
-            }
-        }),
-        (Storage::Blocks(bytes), WeightDType::F16 | WeightDType::BF16) => {
-            let dot = if w.dtype == WeightDType::F16 {
-                k.f16
-            } else {
-                k.bf16
-            };
-            let rb = w.row_bytes;
-            pool.for_chunks(&mut out_t, band * m, work, |b, chunk| {
+    let storage = Arc::clone(&w.storage);
+    let rb = w.row_bytes;
+    let out_t = match w.dtype {
+        WeightDType::F32 | WeightDType::F16 | WeightDType::BF16 => {
+            let (f32_dot, half_dot) = (
+                k.f32,
+                if w.dtype == WeightDType::F16 {
+                    k.f16
+                } else {
+                    k.bf16
+                },
+            );
+            let x = Arc::new(x.data.clone());
+            pool.run_bands(n * m, band * m, work, move |b, chunk| {
                 for (j, o) in chunk.chunks_mut(m).enumerate() {
                     let r = b * band + j;
-                    let wr = &bytes[r * rb..(r + 1) * rb];
-                    for (v, xr) in o.iter_mut().zip(x.data.chunks_exact(kd)) {
-                        *v = dot(wr, xr);
+                    for (v, xr) in o.iter_mut().zip(x.chunks_exact(kd)) {
+                        *v = match storage.as_ref() {
+                            Storage::F32(wv) => f32_dot(&wv[r * kd..(r + 1) * kd], xr),
+                            Storage::Blocks(bytes) => half_dot(&bytes[r * rb..(r + 1) * rb], xr),
+                        };
                     }
                 }
-            })
+            })?
         }
-        (Storage::Blocks(bytes), dtype) => {
+        dtype => {
             let (dot, dot_rows, dot4): (QuantDot, QuantRows, QuantDot4) = match dtype {
                 WeightDType::Q4_0 => (k.q4_0, k.q4_0_rows, k.q4_0_x4),
                 WeightDType::Q4_1 => (k.q4_1, k.q4_1_rows, k.q4_1_x4),
@@ -68,42 +114,25 @@ pub fn matmul(pool: &Pool, k: &Kernels, x: &CpuTensor, w: &CpuWeight) -> Result<
                     )))
                 }
             };
-            let nb = kd / QK;
-            let mut q = vec![BlockQ8::default(); m * nb];
-            if nb > 0 {
-                for (xr, qr) in x.data.chunks_exact(kd).zip(q.chunks_exact_mut(nb)) {
-                    quantize_row(xr, qr);
-                }
-            }
-            let q = &q;
-            let row = |i: usize| &q[i * nb..(i + 1) * nb];
-            // Scales of each group of four rows, block by block.
-            let groups: Vec<_> = (0..m / 4)
-                .map(|g| {
-                    let rows = [row(4 * g), row(4 * g + 1), row(4 * g + 2), row(4 * g + 3)];
-                    (rows, interleave_scales(rows, nb))
-                })
-                .collect();
-            let groups: Vec<Q8x4<'_>> = groups
-                .iter()
-                .map(|(rows, (d, s))| Q8x4 { rows: *rows, d, s })
-                .collect();
-            let rb = w.row_bytes;
-            pool.for_chunks(&mut out_t, band * m, work, |b, chunk| {
+            let acts = Arc::new(QuantActs::new(x));
+            pool.run_bands(n * m, band * m, work, move |b, chunk| {
+                let Storage::Blocks(bytes) = storage.as_ref() else {
+                    return; // quantised types are always stored as blocks
+                };
                 let first = b * band;
                 if m == 1 {
                     // Decode: the whole band in one kernel call.
                     let rows = &bytes[first * rb..(first + chunk.len()) * rb];
-                    dot_rows(rows, rb, q, chunk);
+                    dot_rows(rows, rb, acts.row(0), chunk);
                     return;
                 }
                 for (j, o) in chunk.chunks_mut(m).enumerate() {
                     let r = first + j;
-                    quant_row(&bytes[r * rb..(r + 1) * rb], &groups, row, o, dot, dot4);
+                    quant_row(&bytes[r * rb..(r + 1) * rb], &acts, o, dot, dot4);
                 }
-            })
+            })?
         }
-    }
+    };
     if m == 1 {
         return Ok(CpuTensor::new(1, n, out_t));
     }
@@ -116,21 +145,14 @@ pub fn matmul(pool: &Pool, k: &Kernels, x: &CpuTensor, w: &CpuWeight) -> Result<
     Ok(CpuTensor::new(m, n, out))
 }
 
-/// One weight row against every activation row: four rows per call (the
-/// `groups`) while four are left, then one by one (`row(i)`).
-fn quant_row<'a>(
-    w: &[u8],
-    groups: &[Q8x4<'a>],
-    row: impl Fn(usize) -> &'a [BlockQ8],
-    out: &mut [f32],
-    dot: QuantDot,
-    dot4: QuantDot4,
-) {
-    let grouped = 4 * groups.len();
-    for (o, g) in out.chunks_exact_mut(4).zip(groups) {
-        o.copy_from_slice(&dot4(w, g));
+/// One weight row against every activation row: four rows per call while
+/// four are left (the groups), then one by one.
+fn quant_row(w: &[u8], acts: &QuantActs, out: &mut [f32], dot: QuantDot, dot4: QuantDot4) {
+    let grouped = 4 * acts.groups.len();
+    for (g, o) in out.chunks_exact_mut(4).enumerate().take(acts.groups.len()) {
+        o.copy_from_slice(&dot4(w, &acts.group(g)));
     }
     for (i, o) in out.iter_mut().enumerate().skip(grouped) {
-        *o = dot(w, row(i));
+        *o = dot(w, acts.row(i));
     }
 }

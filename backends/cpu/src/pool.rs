@@ -8,7 +8,8 @@
 //! taken from a shared queue, so a worker that starts late (descheduled on
 //! a shared machine) just takes fewer.
 
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
 
 use rbees_core::{BackendError, Result};
 
@@ -44,6 +45,78 @@ impl Pool {
 
     pub fn threads(&self) -> usize {
         self.threads
+    }
+
+    /// A `total`-long result computed in `chunk_len`-sized chunks by
+    /// `f(index, chunk)`, on all threads when `work` (multiply-adds, roughly)
+    /// is worth it.
+    ///
+    /// Unlike [`Pool::for_chunks`], the caller never waits for a worker that
+    /// has not started yet: chunks are claimed from an atomic counter, the
+    /// caller computes in place, workers send theirs back over a channel,
+    /// and the caller waits only for chunks a worker has already claimed. A
+    /// worker that wakes up late (descheduled on a shared machine) finds
+    /// nothing left and returns. This needs `'static` jobs, hence the `Arc`s
+    /// in what `f` captures.
+    pub fn run_bands<F>(
+        &self,
+        total: usize,
+        chunk_len: usize,
+        work: usize,
+        f: F,
+    ) -> Result<Vec<f32>>
+    where
+        F: Fn(usize, &mut [f32]) + Send + Sync + 'static,
+    {
+        let chunk_len = chunk_len.max(1);
+        let mut out = vec![0f32; total];
+        let pool = match &self.workers {
+            Some(pool) if work >= PARALLEL_MIN_WORK && total > chunk_len => pool,
+            _ => {
+                for (i, c) in out.chunks_mut(chunk_len).enumerate() {
+                    f(i, c);
+                }
+                return Ok(out);
+            }
+        };
+        let chunks = total.div_ceil(chunk_len);
+        let len = move |i: usize| chunk_len.min(total - i * chunk_len);
+        let next = Arc::new(AtomicUsize::new(0));
+        let f = Arc::new(f);
+        let (tx, rx) = mpsc::channel::<(usize, Vec<f32>)>();
+        for _ in 0..pool.current_num_threads() {
+            let (next, f, tx) = (Arc::clone(&next), Arc::clone(&f), tx.clone());
+            pool.spawn(move || loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= chunks {
+                    break;
+                }
+                let mut chunk = vec![0f32; len(i)];
+                f(i, &mut chunk);
+                if tx.send((i, chunk)).is_err() {
+                    break;
+                }
+            });
+        }
+        // Only the workers hold senders now: if one panics, `recv` fails
+        // instead of waiting forever.
+        drop(tx);
+        let mut mine = 0;
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            if i >= chunks {
+                break;
+            }
+            f(i, &mut out[i * chunk_len..i * chunk_len + len(i)]);
+            mine += 1;
+        }
+        for _ in mine..chunks {
+            let (i, chunk) = rx.recv().map_err(|_| {
+                BackendError::Other("a worker thread of the cpu backend failed".into())
+            })?;
+            out[i * chunk_len..i * chunk_len + chunk.len()].copy_from_slice(&chunk);
+        }
+        Ok(out)
     }
 
     /// Calls `f(index, chunk)` for every `chunk_len`-sized chunk of `out`, on

@@ -1,5 +1,7 @@
 //! Weights: f32 values, or the GGUF blocks copied byte for byte.
 
+use std::sync::Arc;
+
 use rbees_core::{BackendError, HostWeight, Result, WeightDType};
 
 use crate::quant::{dequantize_row, unsupported_reason};
@@ -20,7 +22,8 @@ pub struct CpuWeight {
     pub cols: usize,
     /// Bytes of one row in `Storage::Blocks`.
     pub row_bytes: usize,
-    pub storage: Storage,
+    /// Shared with the bands of a product in flight (see `Pool::run_bands`).
+    pub storage: Arc<Storage>,
 }
 
 impl CpuWeight {
@@ -50,7 +53,7 @@ impl CpuWeight {
             rows,
             cols,
             row_bytes,
-            storage,
+            storage: Arc::new(storage),
         })
     }
 
@@ -60,7 +63,7 @@ impl CpuWeight {
 
     /// Row `r` dequantised into `out` (`cols` values); `r < rows`.
     pub fn dequantize_row_into(&self, r: usize, out: &mut [f32]) -> Result<()> {
-        match &self.storage {
+        match self.storage.as_ref() {
             Storage::F32(v) => out.copy_from_slice(&v[r * self.cols..(r + 1) * self.cols]),
             Storage::Blocks(b) => {
                 let bytes = &b[r * self.row_bytes..(r + 1) * self.row_bytes];

@@ -12,7 +12,7 @@ pub mod q8_0;
 
 use rbees_core::WeightDType;
 
-pub use q8::{interleave_scales, quantize_row, BlockQ8, Q8x4, QK};
+pub use q8::{interleave_scales, quantize_row, BlockQ8, Q8x4, Scales4, QK};
 
 /// Weight types this backend multiplies and looks up natively.
 pub fn supported_matmul_dtypes() -> &'static [WeightDType] {

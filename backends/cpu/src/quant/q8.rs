@@ -40,8 +40,11 @@ pub struct Q8x4<'a> {
     pub s: &'a [[f32; 4]],
 }
 
+/// `d` and `s` of four rows, block by block (see [`Q8x4`]).
+pub type Scales4 = (Vec<[f32; 4]>, Vec<[f32; 4]>);
+
 /// The block-by-block scales of four rows of `nb` blocks, for [`Q8x4`].
-pub fn interleave_scales(rows: [&[BlockQ8]; 4], nb: usize) -> (Vec<[f32; 4]>, Vec<[f32; 4]>) {
+pub fn interleave_scales(rows: [&[BlockQ8]; 4], nb: usize) -> Scales4 {
     (0..nb)
         .map(|i| (rows.map(|r| r[i].d), rows.map(|r| r[i].s)))
         .unzip()
