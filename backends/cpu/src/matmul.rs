@@ -18,7 +18,7 @@ use rbees_core::{BackendError, Result, WeightDType};
 
 use crate::pool::Pool;
 use crate::quant::{interleave_scales, quantize_row, BlockQ8, Q8x4, Scales4, QK};
-use crate::simd::{Kernels, QuantDot, QuantDot4, QuantRows};
+use crate::simd::{Kernels, QuantDot, QuantDot4, QuantDot8, QuantRows};
 use crate::tensor::CpuTensor;
 use crate::weight::{CpuWeight, Storage};
 
@@ -104,16 +104,17 @@ pub fn matmul(pool: &Pool, k: &Kernels, x: &CpuTensor, w: &CpuWeight) -> Result<
             })?
         }
         dtype => {
-            let (dot, dot_rows, dot4): (QuantDot, QuantRows, QuantDot4) = match dtype {
-                WeightDType::Q4_0 => (k.q4_0, k.q4_0_rows, k.q4_0_x4),
-                WeightDType::Q4_1 => (k.q4_1, k.q4_1_rows, k.q4_1_x4),
-                WeightDType::Q8_0 => (k.q8_0, k.q8_0_rows, k.q8_0_x4),
+            let kernels = match dtype {
+                WeightDType::Q4_0 => (k.q4_0, k.q4_0_rows, k.q4_0_x4, k.q4_0_x8),
+                WeightDType::Q4_1 => (k.q4_1, k.q4_1_rows, k.q4_1_x4, k.q4_1_x8),
+                WeightDType::Q8_0 => (k.q8_0, k.q8_0_rows, k.q8_0_x4, k.q8_0_x8),
                 other => {
                     return Err(BackendError::Other(format!(
                         "matmul: no kernel for {other} weights"
                     )))
                 }
             };
+            let (dot, dot_rows, dot4, dot8): (QuantDot, QuantRows, QuantDot4, QuantDot8) = kernels;
             let acts = Arc::new(QuantActs::new(x));
             pool.run_bands(n * m, band * m, work, move |b, chunk| {
                 let Storage::Blocks(bytes) = storage.as_ref() else {
@@ -126,9 +127,12 @@ pub fn matmul(pool: &Pool, k: &Kernels, x: &CpuTensor, w: &CpuWeight) -> Result<
                     dot_rows(rows, rb, acts.row(0), chunk);
                     return;
                 }
+                // Built once per band, not once per weight row.
+                let groups: Vec<Q8x4<'_>> = (0..acts.groups.len()).map(|g| acts.group(g)).collect();
                 for (j, o) in chunk.chunks_mut(m).enumerate() {
                     let r = first + j;
-                    quant_row(&bytes[r * rb..(r + 1) * rb], &acts, o, dot, dot4);
+                    let w = &bytes[r * rb..(r + 1) * rb];
+                    quant_row(w, &acts, &groups, o, (dot, dot4, dot8));
                 }
             })?
         }
@@ -145,14 +149,24 @@ pub fn matmul(pool: &Pool, k: &Kernels, x: &CpuTensor, w: &CpuWeight) -> Result<
     Ok(CpuTensor::new(m, n, out))
 }
 
-/// One weight row against every activation row: four rows per call while
-/// four are left (the groups), then one by one.
-fn quant_row(w: &[u8], acts: &QuantActs, out: &mut [f32], dot: QuantDot, dot4: QuantDot4) {
-    let grouped = 4 * acts.groups.len();
-    for (g, o) in out.chunks_exact_mut(4).enumerate().take(acts.groups.len()) {
-        o.copy_from_slice(&dot4(w, &acts.group(g)));
+/// One weight row against every activation row: eight rows per call (two
+/// groups) while eight are left, then a group of four, then one by one.
+fn quant_row(
+    w: &[u8],
+    acts: &QuantActs,
+    groups: &[Q8x4<'_>],
+    out: &mut [f32],
+    (dot, dot4, dot8): (QuantDot, QuantDot4, QuantDot8),
+) {
+    let mut pairs = groups.chunks_exact(2);
+    for (pair, o) in (&mut pairs).zip(out.chunks_exact_mut(8)) {
+        o.copy_from_slice(&dot8(w, &pair[0], &pair[1]));
     }
-    for (i, o) in out.iter_mut().enumerate().skip(grouped) {
+    if let [last] = pairs.remainder() {
+        let g = groups.len() - 1;
+        out[4 * g..4 * g + 4].copy_from_slice(&dot4(w, last));
+    }
+    for (i, o) in out.iter_mut().enumerate().skip(4 * groups.len()) {
         *o = dot(w, acts.row(i));
     }
 }

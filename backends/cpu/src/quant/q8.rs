@@ -88,7 +88,7 @@ mod tests {
         assert_eq!(b.qs.to_vec(), want);
         assert_eq!(b.qs[0], -127);
         assert_eq!(b.qs[16], 0);
-        // Σq = -127 + Σ_{j=1..15} (round(8j·127/16·1/8)... ) pairs cancel except -127.
+        // x is antisymmetric around j = 16 except for j = 0 (-2 -> -127): Σq = -127.
         let sum: i32 = want.iter().map(|&q| i32::from(q)).sum();
         assert_eq!(sum, -127);
         assert_eq!(b.s, f16::from_f32(2.0 / 127.0 * -127.0).to_f32());

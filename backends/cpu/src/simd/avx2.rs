@@ -28,6 +28,9 @@ pub fn kernels() -> Option<Kernels> {
         q4_0_rows: rows_q4_0,
         q4_1_rows: rows_q4_1,
         q8_0_rows: rows_q8_0,
+        q4_0_x8: dot8_q4_0,
+        q4_1_x8: dot8_q4_1,
+        q8_0_x8: dot8_q8_0,
         q4_0_x4: dot4_q4_0,
         q4_1_x4: dot4_q4_1,
         q8_0_x4: dot4_q8_0,
@@ -124,19 +127,45 @@ fn dot4_q4_0(w: &[u8], x: &Q8x4<'_>) -> [f32; 4] {
     let nb = blocks4(w, q4_0::BLOCK_BYTES, x);
     // SAFETY: as in `dot_q4_0`; `nb` blocks of `w`, of every row and of the
     // scale arrays are in bounds.
-    unsafe { signed_x4_body::<true>(w.as_ptr(), q4_0::BLOCK_BYTES, x, nb) }
+    let [r] = unsafe { signed_x4_body::<true, 1>(w.as_ptr(), q4_0::BLOCK_BYTES, [x], nb) };
+    r
 }
 
 fn dot4_q4_1(w: &[u8], x: &Q8x4<'_>) -> [f32; 4] {
     let nb = blocks4(w, q4_1::BLOCK_BYTES, x);
     // SAFETY: as in `dot4_q4_0`.
-    unsafe { q4_1_x4_body(w.as_ptr(), x, nb) }
+    let [r] = unsafe { q4_1_x4_body::<1>(w.as_ptr(), [x], nb) };
+    r
 }
 
 fn dot4_q8_0(w: &[u8], x: &Q8x4<'_>) -> [f32; 4] {
     let nb = blocks4(w, q8_0::BLOCK_BYTES, x);
     // SAFETY: as in `dot4_q4_0`.
-    unsafe { signed_x4_body::<false>(w.as_ptr(), q8_0::BLOCK_BYTES, x, nb) }
+    let [r] = unsafe { signed_x4_body::<false, 1>(w.as_ptr(), q8_0::BLOCK_BYTES, [x], nb) };
+    r
+}
+
+/// Joins the results of two groups of four rows.
+fn join8([a, b]: [[f32; 4]; 2]) -> [f32; 8] {
+    [a[0], a[1], a[2], a[3], b[0], b[1], b[2], b[3]]
+}
+
+fn dot8_q4_0(w: &[u8], x: &Q8x4<'_>, y: &Q8x4<'_>) -> [f32; 8] {
+    let nb = blocks4(w, q4_0::BLOCK_BYTES, x).min(blocks4(w, q4_0::BLOCK_BYTES, y));
+    // SAFETY: as in `dot4_q4_0`, for both groups.
+    join8(unsafe { signed_x4_body::<true, 2>(w.as_ptr(), q4_0::BLOCK_BYTES, [x, y], nb) })
+}
+
+fn dot8_q4_1(w: &[u8], x: &Q8x4<'_>, y: &Q8x4<'_>) -> [f32; 8] {
+    let nb = blocks4(w, q4_1::BLOCK_BYTES, x).min(blocks4(w, q4_1::BLOCK_BYTES, y));
+    // SAFETY: as in `dot4_q4_0`, for both groups.
+    join8(unsafe { q4_1_x4_body::<2>(w.as_ptr(), [x, y], nb) })
+}
+
+fn dot8_q8_0(w: &[u8], x: &Q8x4<'_>, y: &Q8x4<'_>) -> [f32; 8] {
+    let nb = blocks4(w, q8_0::BLOCK_BYTES, x).min(blocks4(w, q8_0::BLOCK_BYTES, y));
+    // SAFETY: as in `dot4_q4_0`, for both groups.
+    join8(unsafe { signed_x4_body::<false, 2>(w.as_ptr(), q8_0::BLOCK_BYTES, [x, y], nb) })
 }
 
 fn dot_f32(w: &[f32], x: &[f32]) -> f32 {
@@ -302,13 +331,13 @@ fn fold_x4(acc: __m256, extra: __m128) -> [f32; 4] {
 /// AVX2/FMA/F16C must be available; `w` must hold `nb` blocks of
 /// `block_bytes`, and `x` `nb` blocks per row and `nb` scales.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn signed_x4_body<const Q4: bool>(
+unsafe fn signed_x4_body<const Q4: bool, const G: usize>(
     w: *const u8,
     block_bytes: usize,
-    x: &Q8x4<'_>,
+    x: [&Q8x4<'_>; G],
     nb: usize,
-) -> [f32; 4] {
-    let mut acc = _mm256_setzero_ps();
+) -> [[f32; 4]; G] {
+    let mut acc = [_mm256_setzero_ps(); G];
     for i in 0..nb {
         let b = w.add(i * block_bytes);
         let qw = if Q4 {
@@ -316,31 +345,46 @@ unsafe fn signed_x4_body<const Q4: bool>(
         } else {
             _mm256_loadu_si256(b.add(2) as *const __m256i)
         };
-        let d4 = _mm256_broadcast_ps(&*(x.d.as_ptr().add(i) as *const __m128));
-        let scale = _mm256_mul_ps(_mm256_set1_ps(f16_at(b)), d4);
-        acc = _mm256_fmadd_ps(scale, products_x4::<true>(qw, x, i), acc);
+        let dw = _mm256_set1_ps(f16_at(b));
+        for g in 0..G {
+            let d4 = _mm256_broadcast_ps(&*(x[g].d.as_ptr().add(i) as *const __m128));
+            let scale = _mm256_mul_ps(dw, d4);
+            acc[g] = _mm256_fmadd_ps(scale, products_x4::<true>(qw, x[g], i), acc[g]);
+        }
     }
-    fold_x4(acc, _mm_setzero_ps())
+    acc.map(|a| fold_x4(a, _mm_setzero_ps()))
 }
 
 /// # Safety
 /// AVX2/FMA/F16C must be available; `w` must hold `nb` Q4_1 blocks, and `x`
 /// `nb` blocks per row and `nb` scales.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q4_1_x4_body(w: *const u8, x: &Q8x4<'_>, nb: usize) -> [f32; 4] {
-    let mut acc = _mm256_setzero_ps();
+unsafe fn q4_1_x4_body<const G: usize>(
+    w: *const u8,
+    x: [&Q8x4<'_>; G],
+    nb: usize,
+) -> [[f32; 4]; G] {
+    let mut acc = [_mm256_setzero_ps(); G];
     // Σ m_w · s_x per row.
-    let mut acc_m = _mm_setzero_ps();
+    let mut acc_m = [_mm_setzero_ps(); G];
     for i in 0..nb {
         let b = w.add(i * q4_1::BLOCK_BYTES);
         let dm = _mm_cvtph_ps(_mm_cvtsi32_si128(std::ptr::read_unaligned(b as *const i32)));
-        let d4 = _mm256_broadcast_ps(&*(x.d.as_ptr().add(i) as *const __m128));
-        let scale = _mm256_mul_ps(_mm256_broadcastss_ps(dm), d4);
-        let s4 = _mm_loadu_ps(x.s.as_ptr().add(i) as *const f32);
-        acc_m = _mm_fmadd_ps(_mm_shuffle_ps::<0x55>(dm, dm), s4, acc_m);
-        acc = _mm256_fmadd_ps(scale, products_x4::<false>(nibbles(b.add(4)), x, i), acc);
+        let (dw, mw) = (_mm256_broadcastss_ps(dm), _mm_shuffle_ps::<0x55>(dm, dm));
+        let qw = nibbles(b.add(4));
+        for g in 0..G {
+            let d4 = _mm256_broadcast_ps(&*(x[g].d.as_ptr().add(i) as *const __m128));
+            let scale = _mm256_mul_ps(dw, d4);
+            let s4 = _mm_loadu_ps(x[g].s.as_ptr().add(i) as *const f32);
+            acc_m[g] = _mm_fmadd_ps(mw, s4, acc_m[g]);
+            acc[g] = _mm256_fmadd_ps(scale, products_x4::<false>(qw, x[g], i), acc[g]);
+        }
     }
-    fold_x4(acc, acc_m)
+    let mut out = [[0f32; 4]; G];
+    for g in 0..G {
+        out[g] = fold_x4(acc[g], acc_m[g]);
+    }
+    out
 }
 
 /// # Safety
@@ -461,6 +505,26 @@ mod tests {
                 (&w1, quant::q4_1::dot, k.q4_1_x4),
                 (&w, quant::q8_0::dot, k.q8_0_x4),
             ];
+            let eight = [
+                (
+                    k.q4_0_x8,
+                    &w0[..],
+                    quant::q4_0::dot as super::super::QuantDot,
+                ),
+                (k.q4_1_x8, &w1[..], quant::q4_1::dot),
+                (k.q8_0_x8, &w[..], quant::q8_0::dot),
+            ];
+            for (simd8, wb, scalar) in eight {
+                let got = simd8(wb, &x4, &x4);
+                for r in 0..8 {
+                    let want = scalar(wb, four[r % 4]);
+                    assert!(
+                        close(want, got[r]),
+                        "x8 nb={nb} row {r}: {want} vs {}",
+                        got[r]
+                    );
+                }
+            }
             for (wb, scalar, simd4) in cases {
                 let got = simd4(wb, &x4);
                 for r in 0..4 {

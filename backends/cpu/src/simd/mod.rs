@@ -16,6 +16,8 @@ pub type QuantRows = fn(&[u8], usize, &[BlockQ8], &mut [f32]);
 /// One row of quantised weight bytes against four rows of Q8 activations:
 /// the weight blocks are unpacked once for all four (prompt processing).
 pub type QuantDot4 = fn(&[u8], &Q8x4<'_>) -> [f32; 4];
+/// One row of quantised weight bytes against two groups of four rows.
+pub type QuantDot8 = fn(&[u8], &Q8x4<'_>, &Q8x4<'_>) -> [f32; 8];
 /// One row of half-precision weight bytes against f32 activations.
 pub type HalfDot = fn(&[u8], &[f32]) -> f32;
 /// Two f32 rows.
@@ -32,6 +34,9 @@ pub struct Kernels {
     pub q4_0_rows: QuantRows,
     pub q4_1_rows: QuantRows,
     pub q8_0_rows: QuantRows,
+    pub q4_0_x8: QuantDot8,
+    pub q4_1_x8: QuantDot8,
+    pub q8_0_x8: QuantDot8,
     pub q4_0_x4: QuantDot4,
     pub q4_1_x4: QuantDot4,
     pub q8_0_x4: QuantDot4,
@@ -57,6 +62,9 @@ impl Kernels {
             q4_0_rows: |w, rb, x, out| rows_with(quant::q4_0::dot, w, rb, x, out),
             q4_1_rows: |w, rb, x, out| rows_with(quant::q4_1::dot, w, rb, x, out),
             q8_0_rows: |w, rb, x, out| rows_with(quant::q8_0::dot, w, rb, x, out),
+            q4_0_x8: |w, x, y| eight_with(quant::q4_0::dot, w, x, y),
+            q4_1_x8: |w, x, y| eight_with(quant::q4_1::dot, w, x, y),
+            q8_0_x8: |w, x, y| eight_with(quant::q8_0::dot, w, x, y),
             q4_0_x4: |w, x| x.rows.map(|x| quant::q4_0::dot(w, x)),
             q4_1_x4: |w, x| x.rows.map(|x| quant::q4_1::dot(w, x)),
             q8_0_x4: |w, x| x.rows.map(|x| quant::q8_0::dot(w, x)),
@@ -81,4 +89,13 @@ fn rows_with(dot: QuantDot, w: &[u8], row_bytes: usize, x: &[BlockQ8], out: &mut
     for (o, row) in out.iter_mut().zip(w.chunks_exact(row_bytes.max(1))) {
         *o = dot(row, x);
     }
+}
+
+/// [`QuantDot8`] from a one-row dot product.
+fn eight_with(dot: QuantDot, w: &[u8], x: &Q8x4<'_>, y: &Q8x4<'_>) -> [f32; 8] {
+    let mut out = [0f32; 8];
+    for (o, row) in out.iter_mut().zip(x.rows.iter().chain(&y.rows)) {
+        *o = dot(w, row);
+    }
+    out
 }
