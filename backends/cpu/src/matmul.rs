@@ -3,8 +3,8 @@
 //! Quantised weights: every activation row is rounded to Q8 once per call
 //! (not once per band), then each task takes a band of weight rows and, for
 //! each of its rows, runs the block dot product against every activation
-//! row, four activation rows per call so each weight block is unpacked once
-//! for four (the 128-row prompt case). A weight row is read from memory once
+//! row, eight activation rows per call so each weight block is unpacked
+//! once for eight (the 128-row prompt case). A weight row is read from memory once
 //! and served from L1 for all activation rows, as in llama.cpp.
 //!
 //! Results are written transposed (`[n, m]`: a band is one contiguous
