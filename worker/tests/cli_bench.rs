@@ -76,7 +76,9 @@ fn synth_then_bench_every_cpu_backend_with_json_and_chart() {
         "{table}"
     );
     assert!(
-        table.contains("| candle | cpu |") && table.contains("| ndarray | cpu |"),
+        table.contains("| candle | cpu |")
+            && table.contains("| cpu | cpu |")
+            && table.contains("| ndarray | cpu |"),
         "{table}"
     );
 
@@ -92,7 +94,7 @@ fn synth_then_bench_every_cpu_backend_with_json_and_chart() {
         .iter()
         .map(|r| r["backend"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["candle", "ndarray"]);
+    assert_eq!(names, ["candle", "cpu", "ndarray"]);
     for r in results {
         for key in ["pp_tokens_per_s", "tg_tokens_per_s"] {
             let samples = r[key].as_array().unwrap();
@@ -114,7 +116,7 @@ fn synth_then_bench_every_cpu_backend_with_json_and_chart() {
         assert!(rss > size / 2, "{}: peak RSS {rss}", r["backend"]);
         assert!(r["load_ms"].as_f64().unwrap() > 0.0);
     }
-    let ndarray_rss = results[1]["peak_rss_bytes"].as_u64().unwrap();
+    let ndarray_rss = results[2]["peak_rss_bytes"].as_u64().unwrap();
     assert!(
         ndarray_rss > 3 * size,
         "ndarray holds f32 weights: {ndarray_rss}"
