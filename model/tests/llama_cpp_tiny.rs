@@ -7,7 +7,7 @@ use common::*;
 use rbees_core::Backend;
 
 /// llama.cpp's CPU path rounds activations to Q8 before quantised products;
-/// the reference backend multiplies in f32 (candle rounds like llama.cpp).
+/// the reference backend multiplies in f32 (candle and cpu round like llama.cpp).
 /// On these deliberately peaky models (logit std ~10) that moves logits by
 /// up to ~1, an NMSE of a few 1e-4; the bound leaves room for that and no more.
 const QUANTIZED_LOGITS_NMSE: f64 = 2e-3;
@@ -93,4 +93,14 @@ fn ndarray_quantized_models_match_llama_cpp() {
 #[test]
 fn candle_quantized_models_match_llama_cpp() {
     quantized_models_match_llama_cpp(candle);
+}
+
+#[test]
+fn cpu_f32_model_matches_llama_cpp() {
+    f32_model_matches_llama_cpp(cpu_backend());
+}
+
+#[test]
+fn cpu_quantized_models_match_llama_cpp() {
+    quantized_models_match_llama_cpp(cpu_backend);
 }

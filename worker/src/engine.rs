@@ -10,6 +10,7 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use enum_dispatch::enum_dispatch;
 use rbees_backend_candle::CandleBackend;
+use rbees_backend_cpu::CpuBackend;
 use rbees_backend_ndarray::NdarrayBackend;
 use rbees_backend_plugin::PluginBackend;
 use rbees_core::{Backend, BackendOptions};
@@ -81,6 +82,7 @@ impl<B: rbees_core::Backend> Engine for Llama<B> {
 pub enum AnyModel {
     Ndarray(Llama<NdarrayBackend>),
     Candle(Llama<CandleBackend>),
+    Cpu(Llama<CpuBackend>),
     /// Any backend loaded from a plugin library (one type for all plugins:
     /// the library is data, not a type).
     Plugin(Llama<PluginBackend>),
@@ -139,6 +141,7 @@ pub fn with_backend<V: BackendVisitor>(choice: &BackendChoice, visitor: V) -> Re
     match descriptor.name {
         "ndarray" => visitor.visit(NdarrayBackend::new(&choice.options)?),
         "candle" => visitor.visit(CandleBackend::new(&choice.options)?),
+        "cpu" => visitor.visit(CpuBackend::new(&choice.options)?),
         other => bail!("backend '{other}' is registered but this binary cannot construct it"),
     }
 }

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use rbees_backend_candle::CandleBackend;
+use rbees_backend_cpu::CpuBackend;
 use rbees_backend_ndarray::NdarrayBackend;
 use rbees_core::{Backend, BackendOptions};
 use rbees_model::{GgufFile, Llama, LoadOptions, Tokenizer};
@@ -64,6 +65,10 @@ pub fn ndarray() -> NdarrayBackend {
 
 pub fn candle() -> CandleBackend {
     CandleBackend::new(&cpu()).expect("candle backend")
+}
+
+pub fn cpu_backend() -> CpuBackend {
+    CpuBackend::new(&cpu()).expect("cpu backend")
 }
 
 /// Loads a repo-relative model on `backend`.

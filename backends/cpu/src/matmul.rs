@@ -1,0 +1,172 @@
+//! `x · Wᵀ` over output-row bands.
+//!
+//! Quantised weights: every activation row is rounded to Q8 once per call
+//! (not once per band), then each task takes a band of weight rows and, for
+//! each of its rows, runs the block dot product against every activation
+//! row, eight activation rows per call so each weight block is unpacked
+//! once for eight (the 128-row prompt case). A weight row is read from memory once
+//! and served from L1 for all activation rows, as in llama.cpp.
+//!
+//! Results are written transposed (`[n, m]`: a band is one contiguous
+//! chunk) and transposed back at the end when `m > 1`. Each output value is
+//! computed the same way whatever the banding, so the thread count never
+//! changes a result.
+
+use std::sync::Arc;
+
+use rbees_core::{BackendError, Result, WeightDType};
+
+use crate::pool::Pool;
+use crate::quant::{interleave_scales, quantize_row, BlockQ8, Q8x4, Scales4, QK};
+use crate::simd::{Kernels, QuantDot, QuantDot4, QuantDot8, QuantRows};
+use crate::tensor::CpuTensor;
+use crate::weight::{CpuWeight, Storage};
+
+/// Tasks per thread: a few, so a thread slowed by a neighbour on a shared
+/// machine does not hold the others up.
+const TASKS_PER_THREAD: usize = 4;
+
+/// Activations rounded to Q8: `m` rows of `nb` blocks, and the block-by-block
+/// scales of each group of four rows (for the four-row kernels).
+struct QuantActs {
+    q: Vec<BlockQ8>,
+    nb: usize,
+    groups: Vec<Scales4>,
+}
+
+impl QuantActs {
+    fn new(x: &CpuTensor) -> Self {
+        let (m, kd) = x.dims();
+        let nb = kd / QK;
+        let mut q = vec![BlockQ8::default(); m * nb];
+        if nb > 0 {
+            for (xr, qr) in x.data.chunks_exact(kd).zip(q.chunks_exact_mut(nb)) {
+                quantize_row(xr, qr);
+            }
+        }
+        let mut acts = QuantActs {
+            q,
+            nb,
+            groups: Vec::new(),
+        };
+        acts.groups = (0..m / 4)
+            .map(|g| interleave_scales(acts.group_rows(g), nb))
+            .collect();
+        acts
+    }
+
+    fn row(&self, i: usize) -> &[BlockQ8] {
+        &self.q[i * self.nb..(i + 1) * self.nb]
+    }
+
+    fn group_rows(&self, g: usize) -> [&[BlockQ8]; 4] {
+        [0, 1, 2, 3].map(|r| self.row(4 * g + r))
+    }
+
+    fn group(&self, g: usize) -> Q8x4<'_> {
+        let (d, s) = &self.groups[g];
+        Q8x4 {
+            rows: self.group_rows(g),
+            d,
+            s,
+        }
+    }
+}
+
+pub fn matmul(pool: &Pool, k: &Kernels, x: &CpuTensor, w: &CpuWeight) -> Result<CpuTensor> {
+    let (m, kd) = x.dims();
+    let n = w.rows;
+    let band = n.div_ceil(pool.threads() * TASKS_PER_THREAD).max(1);
+    let work = m.saturating_mul(n).saturating_mul(kd);
+    let storage = Arc::clone(&w.storage);
+    let rb = w.row_bytes;
+    let out_t = match w.dtype {
+        WeightDType::F32 | WeightDType::F16 | WeightDType::BF16 => {
+            let (f32_dot, half_dot) = (
+                k.f32,
+                if w.dtype == WeightDType::F16 {
+                    k.f16
+                } else {
+                    k.bf16
+                },
+            );
+            let x = Arc::new(x.data.clone());
+            pool.run_bands(n * m, band * m, work, move |b, chunk| {
+                for (j, o) in chunk.chunks_mut(m).enumerate() {
+                    let r = b * band + j;
+                    for (v, xr) in o.iter_mut().zip(x.chunks_exact(kd)) {
+                        *v = match storage.as_ref() {
+                            Storage::F32(wv) => f32_dot(&wv[r * kd..(r + 1) * kd], xr),
+                            Storage::Blocks(bytes) => half_dot(&bytes[r * rb..(r + 1) * rb], xr),
+                        };
+                    }
+                }
+            })?
+        }
+        dtype => {
+            let kernels = match dtype {
+                WeightDType::Q4_0 => (k.q4_0, k.q4_0_rows, k.q4_0_x4, k.q4_0_x8),
+                WeightDType::Q4_1 => (k.q4_1, k.q4_1_rows, k.q4_1_x4, k.q4_1_x8),
+                WeightDType::Q8_0 => (k.q8_0, k.q8_0_rows, k.q8_0_x4, k.q8_0_x8),
+                other => {
+                    return Err(BackendError::Other(format!(
+                        "matmul: no kernel for {other} weights"
+                    )))
+                }
+            };
+            let (dot, dot_rows, dot4, dot8): (QuantDot, QuantRows, QuantDot4, QuantDot8) = kernels;
+            let acts = Arc::new(QuantActs::new(x));
+            pool.run_bands(n * m, band * m, work, move |b, chunk| {
+                let Storage::Blocks(bytes) = storage.as_ref() else {
+                    return; // quantised types are always stored as blocks
+                };
+                let first = b * band;
+                if m == 1 {
+                    // Decode: the whole band in one kernel call.
+                    let rows = &bytes[first * rb..(first + chunk.len()) * rb];
+                    dot_rows(rows, rb, acts.row(0), chunk);
+                    return;
+                }
+                // Built once per band, not once per weight row.
+                let groups: Vec<Q8x4<'_>> = (0..acts.groups.len()).map(|g| acts.group(g)).collect();
+                for (j, o) in chunk.chunks_mut(m).enumerate() {
+                    let r = first + j;
+                    let w = &bytes[r * rb..(r + 1) * rb];
+                    quant_row(w, &acts, &groups, o, (dot, dot4, dot8));
+                }
+            })?
+        }
+    };
+    if m == 1 {
+        return Ok(CpuTensor::new(1, n, out_t));
+    }
+    let mut out = vec![0f32; m * n];
+    for (r, col) in out_t.chunks_exact(m).enumerate() {
+        for (i, &v) in col.iter().enumerate() {
+            out[i * n + r] = v;
+        }
+    }
+    Ok(CpuTensor::new(m, n, out))
+}
+
+/// One weight row against every activation row: eight rows per call (two
+/// groups) while eight are left, then a group of four, then one by one.
+fn quant_row(
+    w: &[u8],
+    acts: &QuantActs,
+    groups: &[Q8x4<'_>],
+    out: &mut [f32],
+    (dot, dot4, dot8): (QuantDot, QuantDot4, QuantDot8),
+) {
+    let mut pairs = groups.chunks_exact(2);
+    for (pair, o) in (&mut pairs).zip(out.chunks_exact_mut(8)) {
+        o.copy_from_slice(&dot8(w, &pair[0], &pair[1]));
+    }
+    if let [last] = pairs.remainder() {
+        let g = groups.len() - 1;
+        out[4 * g..4 * g + 4].copy_from_slice(&dot4(w, last));
+    }
+    for (i, o) in out.iter_mut().enumerate().skip(4 * groups.len()) {
+        *o = dot(w, acts.row(i));
+    }
+}

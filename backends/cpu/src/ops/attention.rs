@@ -1,0 +1,101 @@
+//! Causal grouped-query attention against the f32 KV cache.
+//!
+//! The fused path works one query row at a time (scores, softmax, weighted
+//! sum, all heads), so rows are independent and a 128-row prompt spreads
+//! over the pool; a decode step (one row) stays on the calling thread.
+
+use rbees_core::AttentionShape;
+
+use super::elementwise::axpy;
+use super::softmax::softmax_in_place;
+use crate::pool::Pool;
+use crate::simd::Kernels;
+use crate::tensor::{CpuKvCache, CpuTensor};
+
+/// Key (or value) head `kvh` of cached position `j`.
+fn head(buf: &[f32], width: usize, j: usize, kvh: usize, hd: usize) -> &[f32] {
+    let start = j * width + kvh * hd;
+    &buf[start..start + hd]
+}
+
+pub fn attention(
+    pool: &Pool,
+    k: &Kernels,
+    q: &CpuTensor,
+    cache: &CpuKvCache,
+    pos0: usize,
+    shape: AttentionShape,
+) -> CpuTensor {
+    let (seq, hd) = (q.rows, shape.head_dim);
+    let group = shape.n_heads / shape.n_kv_heads;
+    let width = cache.width;
+    let mut out = CpuTensor::zeros(seq, shape.n_heads * hd);
+    let work = shape.n_heads * seq * (pos0 + seq) * hd * 2;
+    pool.for_chunks(&mut out.data, shape.n_heads * hd, work, |i, orow| {
+        let q_row = q.row(i);
+        let mut scores = vec![0f32; pos0 + i + 1];
+        for (h, o) in orow.chunks_exact_mut(hd).enumerate() {
+            let kvh = h / group;
+            let qh = &q_row[h * hd..(h + 1) * hd];
+            for (j, s) in scores.iter_mut().enumerate() {
+                *s = shape.scale * (k.f32)(qh, head(&cache.keys, width, j, kvh, hd));
+            }
+            softmax_in_place(&mut scores);
+            for (j, &p) in scores.iter().enumerate() {
+                axpy(o, p, head(&cache.values, width, j, kvh, hd));
+            }
+        }
+    });
+    out
+}
+
+/// `[n_heads * seq, pos0 + seq]` scaled scores, `-inf` past each row's position.
+pub fn scores(
+    k: &Kernels,
+    q: &CpuTensor,
+    cache: &CpuKvCache,
+    pos0: usize,
+    shape: AttentionShape,
+) -> CpuTensor {
+    let (seq, hd) = (q.rows, shape.head_dim);
+    let total = pos0 + seq;
+    let group = shape.n_heads / shape.n_kv_heads;
+    let mut out = CpuTensor::new(
+        shape.n_heads * seq,
+        total,
+        vec![f32::NEG_INFINITY; shape.n_heads * seq * total],
+    );
+    for h in 0..shape.n_heads {
+        for i in 0..seq {
+            let qh = &q.row(i)[h * hd..(h + 1) * hd];
+            let row = &mut out.data[(h * seq + i) * total..][..total];
+            for (j, s) in row.iter_mut().enumerate().take(pos0 + i + 1) {
+                *s = shape.scale * (k.f32)(qh, head(&cache.keys, cache.width, j, h / group, hd));
+            }
+        }
+    }
+    out
+}
+
+/// `probs` rows (`[n_heads * seq, pos0 + seq]`) times cached values.
+pub fn weighted_sum(
+    probs: &CpuTensor,
+    cache: &CpuKvCache,
+    seq: usize,
+    shape: AttentionShape,
+) -> CpuTensor {
+    let hd = shape.head_dim;
+    let group = shape.n_heads / shape.n_kv_heads;
+    let mut out = CpuTensor::zeros(seq, shape.n_heads * hd);
+    for h in 0..shape.n_heads {
+        for i in 0..seq {
+            let o = &mut out.data[i * shape.n_heads * hd + h * hd..][..hd];
+            for (j, &p) in probs.row(h * seq + i).iter().enumerate() {
+                if p != 0.0 {
+                    axpy(o, p, head(&cache.values, cache.width, j, h / group, hd));
+                }
+            }
+        }
+    }
+    out
+}

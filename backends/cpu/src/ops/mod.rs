@@ -1,0 +1,7 @@
+//! The f32 ops around the matrix products.
+
+pub mod attention;
+pub mod elementwise;
+pub mod norm;
+pub mod rope;
+pub mod softmax;

@@ -1,0 +1,561 @@
+//! AVX2 + FMA + F16C dot products, ggml's x86 tricks:
+//! * nibbles unpacked with a shift and `_mm256_and_si256` (low nibbles are
+//!   elements 0..16 of a block, high nibbles 16..32);
+//! * `_mm256_maddubs_epi16` multiplies u8 by i8; for i8 by i8 the sign of
+//!   one operand moves to the other first (`_mm256_sign_epi8`);
+//! * `_mm256_madd_epi16` with ones widens the pair sums to i32, which are
+//!   converted to f32 and accumulated with one FMA by the block's scale.
+//!
+//! `maddubs` saturates at i16, which cannot happen here: Q4 nibbles (<= 15)
+//! times |q8| <= 127, or |q8| <= 127 times |q8| <= 127, summed in pairs,
+//! stay below 32767.
+
+use std::arch::x86_64::*;
+
+use super::Kernels;
+use crate::quant::{q4_0, q4_1, q8_0, BlockQ8, Q8x4};
+
+/// The AVX2 kernels, if this CPU has AVX2, FMA and F16C.
+pub fn kernels() -> Option<Kernels> {
+    let ok = is_x86_feature_detected!("avx2")
+        && is_x86_feature_detected!("fma")
+        && is_x86_feature_detected!("f16c");
+    ok.then_some(Kernels {
+        name: "avx2",
+        q4_0: dot_q4_0,
+        q4_1: dot_q4_1,
+        q8_0: dot_q8_0,
+        q4_0_rows: rows_q4_0,
+        q4_1_rows: rows_q4_1,
+        q8_0_rows: rows_q8_0,
+        q4_0_x8: dot8_q4_0,
+        q4_1_x8: dot8_q4_1,
+        q8_0_x8: dot8_q8_0,
+        q4_0_x4: dot4_q4_0,
+        q4_1_x4: dot4_q4_1,
+        q8_0_x4: dot4_q8_0,
+        f32: dot_f32,
+        f16: dot_f16,
+        bf16: crate::quant::float::dot_bf16,
+    })
+}
+
+// The safe wrappers below are only ever installed by `kernels()` after the
+// feature check, which is what makes calling the `unsafe` bodies sound; each
+// also checks the slice lengths the bodies rely on.
+
+fn dot_q4_0(w: &[u8], x: &[BlockQ8]) -> f32 {
+    let nb = x.len().min(w.len() / q4_0::BLOCK_BYTES);
+    // SAFETY: `kernels()` installs this only when AVX2/FMA/F16C are present;
+    // `nb` blocks of `w` and `x` are in bounds.
+    unsafe { q4_0_body(w.as_ptr(), x.as_ptr(), nb) }
+}
+
+fn dot_q4_1(w: &[u8], x: &[BlockQ8]) -> f32 {
+    let nb = x.len().min(w.len() / q4_1::BLOCK_BYTES);
+    // SAFETY: as in `dot_q4_0`.
+    unsafe { q4_1_body(w.as_ptr(), x.as_ptr(), nb) }
+}
+
+fn dot_q8_0(w: &[u8], x: &[BlockQ8]) -> f32 {
+    let nb = x.len().min(w.len() / q8_0::BLOCK_BYTES);
+    // SAFETY: as in `dot_q4_0`.
+    unsafe { q8_0_body(w.as_ptr(), x.as_ptr(), nb) }
+}
+
+/// `(blocks per row, rows)` that `w`, `x` and `out` all have room for.
+fn rows_extent(
+    w: &[u8],
+    rb: usize,
+    block_bytes: usize,
+    x: &[BlockQ8],
+    out: &[f32],
+) -> (usize, usize) {
+    let nb = x.len().min(rb / block_bytes);
+    (nb, out.len().min(w.len() / rb.max(1)))
+}
+
+fn rows_q4_0(w: &[u8], rb: usize, x: &[BlockQ8], out: &mut [f32]) {
+    let (nb, n) = rows_extent(w, rb, q4_0::BLOCK_BYTES, x, out);
+    for (j, o) in out[..n].iter_mut().enumerate() {
+        // SAFETY: as in `dot_q4_0`; row `j < n` of `w` holds `nb` blocks.
+        *o = unsafe { q4_0_body(w.as_ptr().add(j * rb), x.as_ptr(), nb) };
+    }
+}
+
+fn rows_q4_1(w: &[u8], rb: usize, x: &[BlockQ8], out: &mut [f32]) {
+    let (nb, n) = rows_extent(w, rb, q4_1::BLOCK_BYTES, x, out);
+    // SAFETY: as in `dot_q4_0`; each of the `n` rows of `w` holds `nb` blocks.
+    unsafe { q4_1_rows_body(w.as_ptr(), rb, x.as_ptr(), nb, &mut out[..n]) }
+}
+
+fn rows_q8_0(w: &[u8], rb: usize, x: &[BlockQ8], out: &mut [f32]) {
+    let (nb, n) = rows_extent(w, rb, q8_0::BLOCK_BYTES, x, out);
+    // SAFETY: as in `rows_q4_1`.
+    unsafe { q8_0_rows_body(w.as_ptr(), rb, x.as_ptr(), nb, &mut out[..n]) }
+}
+
+/// # Safety
+/// As [`q4_1_body`] for each of the `out.len()` rows, `rb` bytes apart.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q4_1_rows_body(w: *const u8, rb: usize, x: *const BlockQ8, nb: usize, out: &mut [f32]) {
+    for (j, o) in out.iter_mut().enumerate() {
+        *o = q4_1_body(w.add(j * rb), x, nb);
+    }
+}
+
+/// # Safety
+/// As [`q8_0_body`] for each of the `out.len()` rows, `rb` bytes apart.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q8_0_rows_body(w: *const u8, rb: usize, x: *const BlockQ8, nb: usize, out: &mut [f32]) {
+    for (j, o) in out.iter_mut().enumerate() {
+        *o = q8_0_body(w.add(j * rb), x, nb);
+    }
+}
+
+/// Blocks every slice of a four-row call has.
+fn blocks4(w: &[u8], block_bytes: usize, x: &Q8x4<'_>) -> usize {
+    x.rows
+        .iter()
+        .map(|r| r.len())
+        .fold(w.len() / block_bytes, usize::min)
+        .min(x.d.len())
+        .min(x.s.len())
+}
+
+fn dot4_q4_0(w: &[u8], x: &Q8x4<'_>) -> [f32; 4] {
+    let nb = blocks4(w, q4_0::BLOCK_BYTES, x);
+    // SAFETY: as in `dot_q4_0`; `nb` blocks of `w`, of every row and of the
+    // scale arrays are in bounds.
+    let [r] = unsafe { signed_x4_body::<true, 1>(w.as_ptr(), q4_0::BLOCK_BYTES, [x], nb) };
+    r
+}
+
+fn dot4_q4_1(w: &[u8], x: &Q8x4<'_>) -> [f32; 4] {
+    let nb = blocks4(w, q4_1::BLOCK_BYTES, x);
+    // SAFETY: as in `dot4_q4_0`.
+    let [r] = unsafe { q4_1_x4_body::<1>(w.as_ptr(), [x], nb) };
+    r
+}
+
+fn dot4_q8_0(w: &[u8], x: &Q8x4<'_>) -> [f32; 4] {
+    let nb = blocks4(w, q8_0::BLOCK_BYTES, x);
+    // SAFETY: as in `dot4_q4_0`.
+    let [r] = unsafe { signed_x4_body::<false, 1>(w.as_ptr(), q8_0::BLOCK_BYTES, [x], nb) };
+    r
+}
+
+/// Joins the results of two groups of four rows.
+fn join8([a, b]: [[f32; 4]; 2]) -> [f32; 8] {
+    [a[0], a[1], a[2], a[3], b[0], b[1], b[2], b[3]]
+}
+
+fn dot8_q4_0(w: &[u8], x: &Q8x4<'_>, y: &Q8x4<'_>) -> [f32; 8] {
+    let nb = blocks4(w, q4_0::BLOCK_BYTES, x).min(blocks4(w, q4_0::BLOCK_BYTES, y));
+    // SAFETY: as in `dot4_q4_0`, for both groups.
+    join8(unsafe { signed_x4_body::<true, 2>(w.as_ptr(), q4_0::BLOCK_BYTES, [x, y], nb) })
+}
+
+fn dot8_q4_1(w: &[u8], x: &Q8x4<'_>, y: &Q8x4<'_>) -> [f32; 8] {
+    let nb = blocks4(w, q4_1::BLOCK_BYTES, x).min(blocks4(w, q4_1::BLOCK_BYTES, y));
+    // SAFETY: as in `dot4_q4_0`, for both groups.
+    join8(unsafe { q4_1_x4_body::<2>(w.as_ptr(), [x, y], nb) })
+}
+
+fn dot8_q8_0(w: &[u8], x: &Q8x4<'_>, y: &Q8x4<'_>) -> [f32; 8] {
+    let nb = blocks4(w, q8_0::BLOCK_BYTES, x).min(blocks4(w, q8_0::BLOCK_BYTES, y));
+    // SAFETY: as in `dot4_q4_0`, for both groups.
+    join8(unsafe { signed_x4_body::<false, 2>(w.as_ptr(), q8_0::BLOCK_BYTES, [x, y], nb) })
+}
+
+fn dot_f32(w: &[f32], x: &[f32]) -> f32 {
+    let n = w.len().min(x.len());
+    // SAFETY: as in `dot_q4_0`; `n` elements of both are in bounds.
+    unsafe { f32_body(w.as_ptr(), x.as_ptr(), n) }
+}
+
+fn dot_f16(w: &[u8], x: &[f32]) -> f32 {
+    let n = x.len().min(w.len() / 2);
+    // SAFETY: as in `dot_q4_0`; `n` f16 values of `w` and `n` of `x` are in bounds.
+    unsafe { f16_body(w.as_ptr(), x.as_ptr(), n) }
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn hsum_ps(v: __m256) -> f32 {
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    _mm_cvtss_f32(s)
+}
+
+/// 16 bytes of nibbles -> 32 bytes 0..=15 in element order.
+///
+/// # Safety
+/// `p` must point to 16 readable bytes.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn nibbles(p: *const u8) -> __m256i {
+    let tmp = _mm_loadu_si128(p as *const __m128i);
+    let both = _mm256_set_m128i(_mm_srli_epi16::<4>(tmp), tmp);
+    _mm256_and_si256(both, _mm256_set1_epi8(0x0F))
+}
+
+/// Σ of the products of 32 signed bytes, as 8 f32 partial sums.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn mul_sum_i8(a: __m256i, b: __m256i) -> __m256 {
+    let ax = _mm256_sign_epi8(a, a);
+    let sy = _mm256_sign_epi8(b, a);
+    mul_sum_u8_i8(ax, sy)
+}
+
+/// Σ of the products of 32 unsigned by 32 signed bytes, as 8 f32 partial sums.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn mul_sum_u8_i8(a: __m256i, b: __m256i) -> __m256 {
+    let dot = _mm256_maddubs_epi16(a, b);
+    _mm256_cvtepi32_ps(_mm256_madd_epi16(dot, _mm256_set1_epi16(1)))
+}
+
+/// The f16 at `p` as f32.
+///
+/// # Safety
+/// `p` must point to 2 readable bytes.
+#[inline]
+#[target_feature(enable = "f16c")]
+unsafe fn f16_at(p: *const u8) -> f32 {
+    let h = i32::from(std::ptr::read_unaligned(p as *const u16));
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h)))
+}
+
+/// # Safety
+/// AVX2/FMA/F16C must be available; `w` must hold `nb` Q4_0 blocks and `x` `nb` blocks.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q4_0_body(w: *const u8, x: *const BlockQ8, nb: usize) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    let eight = _mm256_set1_epi8(8);
+    for i in 0..nb {
+        let b = w.add(i * q4_0::BLOCK_BYTES);
+        let y = &*x.add(i);
+        let d = _mm256_set1_ps(f16_at(b) * y.d);
+        let qw = _mm256_sub_epi8(nibbles(b.add(2)), eight);
+        let qy = _mm256_loadu_si256(y.qs.as_ptr() as *const __m256i);
+        acc = _mm256_fmadd_ps(d, mul_sum_i8(qw, qy), acc);
+    }
+    hsum_ps(acc)
+}
+
+/// # Safety
+/// AVX2/FMA/F16C must be available; `w` must hold `nb` Q4_1 blocks and `x` `nb` blocks.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q4_1_body(w: *const u8, x: *const BlockQ8, nb: usize) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    // Lane 1 collects Σ m_w·s_x (lane 0 is scratch).
+    let mut acc_m = _mm_setzero_ps();
+    for i in 0..nb {
+        let b = w.add(i * q4_1::BLOCK_BYTES);
+        let y = &*x.add(i);
+        // [d_w, m_w] from the block's two f16s, times [d_x, s_x].
+        let dm = _mm_cvtph_ps(_mm_cvtsi32_si128(std::ptr::read_unaligned(b as *const i32)));
+        // `d` and `s` are the first 8 bytes of the `repr(C)` block.
+        let ds = _mm_castsi128_ps(_mm_cvtsi64_si128(std::ptr::read_unaligned(
+            x.add(i) as *const i64
+        )));
+        let prod = _mm_mul_ps(dm, ds);
+        acc_m = _mm_add_ps(acc_m, prod);
+        let qw = nibbles(b.add(4));
+        let qy = _mm256_loadu_si256(y.qs.as_ptr() as *const __m256i);
+        acc = _mm256_fmadd_ps(_mm256_broadcastss_ps(prod), mul_sum_u8_i8(qw, qy), acc);
+    }
+    hsum_ps(acc) + _mm_cvtss_f32(_mm_shuffle_ps::<1>(acc_m, acc_m))
+}
+
+/// # Safety
+/// AVX2/FMA/F16C must be available; `w` must hold `nb` Q8_0 blocks and `x` `nb` blocks.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q8_0_body(w: *const u8, x: *const BlockQ8, nb: usize) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    for i in 0..nb {
+        let b = w.add(i * q8_0::BLOCK_BYTES);
+        let y = &*x.add(i);
+        let d = _mm256_set1_ps(f16_at(b) * y.d);
+        let qw = _mm256_loadu_si256(b.add(2) as *const __m256i);
+        let qy = _mm256_loadu_si256(y.qs.as_ptr() as *const __m256i);
+        acc = _mm256_fmadd_ps(d, mul_sum_i8(qw, qy), acc);
+    }
+    hsum_ps(acc)
+}
+
+/// The integer block products of one weight block with the same block of
+/// four activation rows, gathered into one vector: lanes 0..4 hold rows
+/// 0..4 over the block's first 16 values, lanes 4..8 over the last 16
+/// (`_mm256_hadd_epi32` twice), so one conversion and one FMA by the four
+/// rows' scales serve all four.
+///
+/// # Safety
+/// AVX2 must be available; `x.rows[r]` must hold block `i`.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn products_x4<const SIGNED: bool>(qw: __m256i, x: &Q8x4<'_>, i: usize) -> __m256 {
+    let ones = _mm256_set1_epi16(1);
+    let aw = if SIGNED { _mm256_sign_epi8(qw, qw) } else { qw };
+    let p = x.rows.map(|row| {
+        let qy = _mm256_loadu_si256((*row.as_ptr().add(i)).qs.as_ptr() as *const __m256i);
+        let qy = if SIGNED { _mm256_sign_epi8(qy, qw) } else { qy };
+        _mm256_madd_epi16(_mm256_maddubs_epi16(aw, qy), ones)
+    });
+    let h = _mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]), _mm256_hadd_epi32(p[2], p[3]));
+    _mm256_cvtepi32_ps(h)
+}
+
+/// Sums the two halves of a [`products_x4`] accumulator: one value per row.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn fold_x4(acc: __m256, extra: __m128) -> [f32; 4] {
+    let v = _mm_add_ps(
+        _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps::<1>(acc)),
+        extra,
+    );
+    let mut out = [0f32; 4];
+    // SAFETY: `out` has room for the 4 floats stored.
+    unsafe { _mm_storeu_ps(out.as_mut_ptr(), v) };
+    out
+}
+
+/// Q4_0 (`Q4 = true`: nibbles minus 8) or Q8_0 weights against four rows.
+///
+/// # Safety
+/// AVX2/FMA/F16C must be available; `w` must hold `nb` blocks of
+/// `block_bytes`, and `x` `nb` blocks per row and `nb` scales.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn signed_x4_body<const Q4: bool, const G: usize>(
+    w: *const u8,
+    block_bytes: usize,
+    x: [&Q8x4<'_>; G],
+    nb: usize,
+) -> [[f32; 4]; G] {
+    let mut acc = [_mm256_setzero_ps(); G];
+    for i in 0..nb {
+        let b = w.add(i * block_bytes);
+        let qw = if Q4 {
+            _mm256_sub_epi8(nibbles(b.add(2)), _mm256_set1_epi8(8))
+        } else {
+            _mm256_loadu_si256(b.add(2) as *const __m256i)
+        };
+        let dw = _mm256_set1_ps(f16_at(b));
+        for g in 0..G {
+            let d4 = _mm256_broadcast_ps(&*(x[g].d.as_ptr().add(i) as *const __m128));
+            let scale = _mm256_mul_ps(dw, d4);
+            acc[g] = _mm256_fmadd_ps(scale, products_x4::<true>(qw, x[g], i), acc[g]);
+        }
+    }
+    acc.map(|a| fold_x4(a, _mm_setzero_ps()))
+}
+
+/// # Safety
+/// AVX2/FMA/F16C must be available; `w` must hold `nb` Q4_1 blocks, and `x`
+/// `nb` blocks per row and `nb` scales.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q4_1_x4_body<const G: usize>(
+    w: *const u8,
+    x: [&Q8x4<'_>; G],
+    nb: usize,
+) -> [[f32; 4]; G] {
+    let mut acc = [_mm256_setzero_ps(); G];
+    // Σ m_w · s_x per row.
+    let mut acc_m = [_mm_setzero_ps(); G];
+    for i in 0..nb {
+        let b = w.add(i * q4_1::BLOCK_BYTES);
+        let dm = _mm_cvtph_ps(_mm_cvtsi32_si128(std::ptr::read_unaligned(b as *const i32)));
+        let (dw, mw) = (_mm256_broadcastss_ps(dm), _mm_shuffle_ps::<0x55>(dm, dm));
+        let qw = nibbles(b.add(4));
+        for g in 0..G {
+            let d4 = _mm256_broadcast_ps(&*(x[g].d.as_ptr().add(i) as *const __m128));
+            let scale = _mm256_mul_ps(dw, d4);
+            let s4 = _mm_loadu_ps(x[g].s.as_ptr().add(i) as *const f32);
+            acc_m[g] = _mm_fmadd_ps(mw, s4, acc_m[g]);
+            acc[g] = _mm256_fmadd_ps(scale, products_x4::<false>(qw, x[g], i), acc[g]);
+        }
+    }
+    let mut out = [[0f32; 4]; G];
+    for g in 0..G {
+        out[g] = fold_x4(acc[g], acc_m[g]);
+    }
+    out
+}
+
+/// # Safety
+/// AVX2/FMA must be available; `w` and `x` must hold `n` values each.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn f32_body(w: *const f32, x: *const f32, n: usize) -> f32 {
+    let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+    let mut i = 0;
+    while i + 16 <= n {
+        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w.add(i)), _mm256_loadu_ps(x.add(i)), a0);
+        a1 = _mm256_fmadd_ps(
+            _mm256_loadu_ps(w.add(i + 8)),
+            _mm256_loadu_ps(x.add(i + 8)),
+            a1,
+        );
+        i += 16;
+    }
+    let mut sum = hsum_ps(_mm256_add_ps(a0, a1));
+    while i < n {
+        sum += *w.add(i) * *x.add(i);
+        i += 1;
+    }
+    sum
+}
+
+/// # Safety
+/// AVX2/FMA/F16C must be available; `w` must hold `n` f16 values, `x` `n` f32s.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn f16_body(w: *const u8, x: *const f32, n: usize) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    let mut i = 0;
+    while i + 8 <= n {
+        let wv = _mm256_cvtph_ps(_mm_loadu_si128(w.add(2 * i) as *const __m128i));
+        acc = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x.add(i)), acc);
+        i += 8;
+    }
+    let mut sum = hsum_ps(acc);
+    while i < n {
+        sum += f16_at(w.add(2 * i)) * *x.add(i);
+        i += 1;
+    }
+    sum
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quant::{self, quantize_row, QK};
+    use rand::{Rng, SeedableRng};
+
+    fn rng() -> rand::rngs::StdRng {
+        rand::rngs::StdRng::seed_from_u64(7)
+    }
+
+    /// Random weight bytes of `nb` blocks of `block_bytes`, with a sane f16
+    /// scale (and min) at the front of each block.
+    fn random_blocks(rng: &mut impl Rng, nb: usize, block_bytes: usize, scales: usize) -> Vec<u8> {
+        let mut w: Vec<u8> = (0..nb * block_bytes).map(|_| rng.random()).collect();
+        for b in w.chunks_exact_mut(block_bytes) {
+            for s in 0..scales {
+                let v = half::f16::from_f32(rng.random_range(-0.1f32..0.1));
+                b[2 * s..2 * s + 2].copy_from_slice(&v.to_le_bytes());
+            }
+        }
+        w
+    }
+
+    fn random_q8(rng: &mut impl Rng, nb: usize) -> Vec<BlockQ8> {
+        let x: Vec<f32> = (0..nb * QK).map(|_| rng.random_range(-3f32..3.0)).collect();
+        let mut q = vec![BlockQ8::default(); nb];
+        quantize_row(&x, &mut q);
+        q
+    }
+
+    fn close(a: f32, b: f32) -> bool {
+        (a - b).abs() <= 1e-4 * (1.0 + a.abs().max(b.abs()))
+    }
+
+    #[test]
+    fn quantised_dots_match_scalar() {
+        let Some(k) = kernels() else {
+            eprintln!("no AVX2 here: nothing to compare");
+            return;
+        };
+        let mut rng = rng();
+        for nb in [1, 2, 18, 48] {
+            let x = random_q8(&mut rng, nb);
+            let w = random_blocks(&mut rng, nb, q4_0::BLOCK_BYTES, 1);
+            let (s, v) = (quant::q4_0::dot(&w, &x), (k.q4_0)(&w, &x));
+            assert!(close(s, v), "q4_0 nb={nb}: {s} vs {v}");
+            let w = random_blocks(&mut rng, nb, q4_1::BLOCK_BYTES, 2);
+            let (s, v) = (quant::q4_1::dot(&w, &x), (k.q4_1)(&w, &x));
+            assert!(close(s, v), "q4_1 nb={nb}: {s} vs {v}");
+            let mut w = random_blocks(&mut rng, nb, q8_0::BLOCK_BYTES, 1);
+            // ggml's Q8_0 weights never hold -128 (they are rounded like the activations).
+            for b in w.chunks_exact_mut(q8_0::BLOCK_BYTES) {
+                for q in &mut b[2..] {
+                    if *q == 0x80 {
+                        *q = 0x81;
+                    }
+                }
+            }
+            let (s, v) = (quant::q8_0::dot(&w, &x), (k.q8_0)(&w, &x));
+            assert!(close(s, v), "q8_0 nb={nb}: {s} vs {v}");
+            // Four rows at once give each row's single-row result.
+            let rows: Vec<Vec<BlockQ8>> = (0..4).map(|_| random_q8(&mut rng, nb)).collect();
+            let four = [&rows[0][..], &rows[1][..], &rows[2][..], &rows[3][..]];
+            let (d, s) = quant::interleave_scales(four, nb);
+            let x4 = Q8x4 {
+                rows: four,
+                d: &d,
+                s: &s,
+            };
+            let w0 = random_blocks(&mut rng, nb, q4_0::BLOCK_BYTES, 1);
+            let w1 = random_blocks(&mut rng, nb, q4_1::BLOCK_BYTES, 2);
+            let cases: [(&[u8], super::super::QuantDot, super::super::QuantDot4); 3] = [
+                (&w0, quant::q4_0::dot, k.q4_0_x4),
+                (&w1, quant::q4_1::dot, k.q4_1_x4),
+                (&w, quant::q8_0::dot, k.q8_0_x4),
+            ];
+            let eight = [
+                (
+                    k.q4_0_x8,
+                    &w0[..],
+                    quant::q4_0::dot as super::super::QuantDot,
+                ),
+                (k.q4_1_x8, &w1[..], quant::q4_1::dot),
+                (k.q8_0_x8, &w[..], quant::q8_0::dot),
+            ];
+            for (simd8, wb, scalar) in eight {
+                let got = simd8(wb, &x4, &x4);
+                for r in 0..8 {
+                    let want = scalar(wb, four[r % 4]);
+                    assert!(
+                        close(want, got[r]),
+                        "x8 nb={nb} row {r}: {want} vs {}",
+                        got[r]
+                    );
+                }
+            }
+            for (wb, scalar, simd4) in cases {
+                let got = simd4(wb, &x4);
+                for r in 0..4 {
+                    let want = scalar(wb, four[r]);
+                    assert!(
+                        close(want, got[r]),
+                        "x4 nb={nb} row {r}: {want} vs {}",
+                        got[r]
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn float_dots_match_scalar_including_tails() {
+        let Some(k) = kernels() else {
+            return;
+        };
+        let mut rng = rng();
+        for n in [1, 7, 8, 15, 16, 17, 100, 576] {
+            let x: Vec<f32> = (0..n).map(|_| rng.random_range(-1f32..1.0)).collect();
+            let w: Vec<f32> = (0..n).map(|_| rng.random_range(-1f32..1.0)).collect();
+            let (s, v) = (quant::float::dot_f32(&w, &x), (k.f32)(&w, &x));
+            assert!(close(s, v), "f32 n={n}: {s} vs {v}");
+            let h: Vec<u8> = w
+                .iter()
+                .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
+                .collect();
+            let (s, v) = (quant::float::dot_f16(&h, &x), (k.f16)(&h, &x));
+            assert!(close(s, v), "f16 n={n}: {s} vs {v}");
+        }
+    }
+}

@@ -1,0 +1,101 @@
+//! Dot-product kernels picked once per backend: AVX2/FMA/F16C when the CPU
+//! has them (checked at run time, so one binary runs everywhere), otherwise
+//! the portable scalar code of [`crate::quant`].
+
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+
+use crate::quant::{self, BlockQ8, Q8x4};
+
+/// One row of quantised weight bytes against Q8 activation blocks.
+pub type QuantDot = fn(&[u8], &[BlockQ8]) -> f32;
+/// Consecutive weight rows (`row_bytes` each) against one row of Q8
+/// activations, one result per row in `out` (decode: the row loop runs
+/// inside the SIMD code, without a call per row).
+pub type QuantRows = fn(&[u8], usize, &[BlockQ8], &mut [f32]);
+/// One row of quantised weight bytes against four rows of Q8 activations:
+/// the weight blocks are unpacked once for all four (prompt processing).
+pub type QuantDot4 = fn(&[u8], &Q8x4<'_>) -> [f32; 4];
+/// One row of quantised weight bytes against two groups of four rows.
+pub type QuantDot8 = fn(&[u8], &Q8x4<'_>, &Q8x4<'_>) -> [f32; 8];
+/// One row of half-precision weight bytes against f32 activations.
+pub type HalfDot = fn(&[u8], &[f32]) -> f32;
+/// Two f32 rows.
+pub type F32Dot = fn(&[f32], &[f32]) -> f32;
+
+/// The dot products a backend uses; every slot has the same contract as
+/// the scalar function of the same name in [`crate::quant`].
+#[derive(Clone, Copy)]
+pub struct Kernels {
+    pub name: &'static str,
+    pub q4_0: QuantDot,
+    pub q4_1: QuantDot,
+    pub q8_0: QuantDot,
+    pub q4_0_rows: QuantRows,
+    pub q4_1_rows: QuantRows,
+    pub q8_0_rows: QuantRows,
+    pub q4_0_x8: QuantDot8,
+    pub q4_1_x8: QuantDot8,
+    pub q8_0_x8: QuantDot8,
+    pub q4_0_x4: QuantDot4,
+    pub q4_1_x4: QuantDot4,
+    pub q8_0_x4: QuantDot4,
+    pub f32: F32Dot,
+    pub f16: HalfDot,
+    pub bf16: HalfDot,
+}
+
+impl std::fmt::Debug for Kernels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name)
+    }
+}
+
+impl Kernels {
+    /// The portable scalar kernels.
+    pub fn scalar() -> Self {
+        Kernels {
+            name: "scalar",
+            q4_0: quant::q4_0::dot,
+            q4_1: quant::q4_1::dot,
+            q8_0: quant::q8_0::dot,
+            q4_0_rows: |w, rb, x, out| rows_with(quant::q4_0::dot, w, rb, x, out),
+            q4_1_rows: |w, rb, x, out| rows_with(quant::q4_1::dot, w, rb, x, out),
+            q8_0_rows: |w, rb, x, out| rows_with(quant::q8_0::dot, w, rb, x, out),
+            q4_0_x8: |w, x, y| eight_with(quant::q4_0::dot, w, x, y),
+            q4_1_x8: |w, x, y| eight_with(quant::q4_1::dot, w, x, y),
+            q8_0_x8: |w, x, y| eight_with(quant::q8_0::dot, w, x, y),
+            q4_0_x4: |w, x| x.rows.map(|x| quant::q4_0::dot(w, x)),
+            q4_1_x4: |w, x| x.rows.map(|x| quant::q4_1::dot(w, x)),
+            q8_0_x4: |w, x| x.rows.map(|x| quant::q8_0::dot(w, x)),
+            f32: quant::float::dot_f32,
+            f16: quant::float::dot_f16,
+            bf16: quant::float::dot_bf16,
+        }
+    }
+
+    /// The fastest kernels this CPU runs.
+    pub fn detect() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(k) = avx2::kernels() {
+            return k;
+        }
+        Self::scalar()
+    }
+}
+
+/// [`QuantRows`] from a one-row dot product.
+fn rows_with(dot: QuantDot, w: &[u8], row_bytes: usize, x: &[BlockQ8], out: &mut [f32]) {
+    for (o, row) in out.iter_mut().zip(w.chunks_exact(row_bytes.max(1))) {
+        *o = dot(row, x);
+    }
+}
+
+/// [`QuantDot8`] from a one-row dot product.
+fn eight_with(dot: QuantDot, w: &[u8], x: &Q8x4<'_>, y: &Q8x4<'_>) -> [f32; 8] {
+    let mut out = [0f32; 8];
+    for (o, row) in out.iter_mut().zip(x.rows.iter().chain(&y.rows)) {
+        *o = dot(w, row);
+    }
+    out
+}
