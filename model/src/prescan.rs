@@ -1,9 +1,10 @@
-//! A walk over the GGUF metadata section before candle reads it, to refuse
-//! the headers candle-core 0.11.1's `Content::read` accepts but then panics
-//! on: `general.alignment = 0` divides by zero when it computes the start of
-//! the tensor data. candle already bounds every length and count by the file
-//! size, so this walk only looks for what candle does not check; anything it
-//! cannot follow is left to candle, whose error is then reported.
+//! A walk over the GGUF header before candle reads it, to refuse the
+//! headers candle-core 0.11.1's `Content::read` accepts but then panics on
+//! (`general.alignment = 0` divides by zero when it computes the start of
+//! the tensor data) and to name the tensor whose type code is unknown (candle
+//! says only "unknown dtype"). candle already bounds every length and count
+//! by the file size, so this walk only looks for what candle does not check;
+//! anything it cannot follow is left to candle, whose error is then reported.
 //!
 //! It reads nothing into memory (strings and arrays are skipped by length),
 //! so it costs one pass over the header and no allocation.
@@ -152,7 +153,7 @@ pub(crate) fn check(bytes: &[u8]) -> Result<(), String> {
         return Ok(());
     };
     r.wide = version != 1;
-    let (Some(_tensors), Some(kv_count)) = (r.length(), r.length()) else {
+    let (Some(tensors), Some(kv_count)) = (r.length(), r.length()) else {
         return Ok(());
     };
     for _ in 0..kv_count {
@@ -183,8 +184,37 @@ pub(crate) fn check(bytes: &[u8]) -> Result<(), String> {
             Some(Some(_)) => {}
         }
     }
+    // Tensor infos: candle names no tensor when a type code is unknown, so
+    // name it here.
+    for _ in 0..tensors {
+        let Some(name) = r.string() else {
+            return Ok(());
+        };
+        let name = String::from_utf8_lossy(name).into_owned();
+        let Some(n_dims) = r.u32().filter(|&n| n <= 4) else {
+            return Ok(());
+        };
+        let dim_bytes = if r.wide { 8 } else { 4 };
+        if r.take(u64::from(n_dims) * dim_bytes).is_none() {
+            return Ok(());
+        }
+        let Some(dtype) = r.u32() else {
+            return Ok(());
+        };
+        if !KNOWN_TENSOR_TYPES.contains(&dtype) {
+            return Err(format!(
+                "tensor '{name}' has type code {dtype}, which is not a GGML tensor type"
+            ));
+        }
+        if r.u64().is_none() {
+            return Ok(());
+        }
+    }
     Ok(())
 }
+
+/// GGML type codes candle-core 0.11.1 reads (F32, F16, Q4_0 ... Q8_K, BF16).
+const KNOWN_TENSOR_TYPES: &[u32] = &[0, 1, 2, 3, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 30];
 
 #[cfg(test)]
 mod tests {
@@ -226,6 +256,20 @@ mod tests {
         assert!(check(&b).is_ok());
         let b = header(&[("general.alignment", T_U8, &[24])]);
         assert!(check(&b).is_err());
+    }
+
+    #[test]
+    fn an_unknown_tensor_type_names_the_tensor() {
+        let mut b = header(&[]);
+        b[8..16].copy_from_slice(&1u64.to_le_bytes());
+        b.extend(4u64.to_le_bytes());
+        b.extend(b"w.xy");
+        b.extend(1u32.to_le_bytes());
+        b.extend(8u64.to_le_bytes());
+        b.extend(99u32.to_le_bytes());
+        b.extend(0u64.to_le_bytes());
+        let e = check(&b).unwrap_err();
+        assert!(e.contains("'w.xy'") && e.contains("99"), "{e}");
     }
 
     #[test]

@@ -209,7 +209,7 @@ pub fn cases() -> Vec<Case> {
     out.push(case(
         "unknown-tensor-type",
         &edited(&base, |m| m.tensor_mut("blk.0.attn_k.weight").dtype = 99),
-        &["unknown dtype", "99"],
+        &["blk.0.attn_k.weight", "type code 99"],
     ));
     out.push(case(
         "unsupported-tensor-type",
