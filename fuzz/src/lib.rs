@@ -47,8 +47,11 @@ pub fn bpe() -> &'static Tokenizer {
     T.get_or_init(|| tokenizer_from(smollm2()))
 }
 
+/// What a target runs on one input (panics on a failed check).
+pub type Check = fn(&[u8]);
+
 /// The targets, by name, for the regression replay.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Check)] = &[
     ("tokenizer", tokenizer),
     ("config_toml", config_toml),
     ("execute_request", execute_request),

@@ -236,7 +236,7 @@ fn run_load(w: &Worker, secs: f64, tally: &Arc<Mutex<Tally>>) {
             let tally = tally.clone();
             s.spawn(move || {
                 let c = client();
-                let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (i as u64 + 1) * 0x1234_5678);
+                let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ ((i as u64 + 1) * 0x1234_5678));
                 while Instant::now() < deadline {
                     let kind = pick(&mut rng);
                     one_request(w, &c, kind, &mut rng, &tally);
