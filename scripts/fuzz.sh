@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Runs each cargo-fuzz target for a fixed time, one after another, one job
-# each (needs a nightly toolchain and `cargo install cargo-fuzz`; CI does
+# Runs each cargo-fuzz target for a fixed time, one after another, in one
+# process each (needs a nightly toolchain and `cargo install cargo-fuzz`; CI does
 # not run this). Working corpora grow in fuzz/corpus/TARGET (not committed);
 # the committed seeds are read from fuzz/seeds/TARGET, and for gguf_load
 # also the tiny test models. Crashes land in fuzz/artifacts/TARGET; a fixed
@@ -30,6 +30,6 @@ for t in "${targets[@]}"; do
     echo "== $t: ${secs}s" >&2
     # `-s none`: the targets are safe Rust; no sanitizer makes each run ~2x faster.
     (cd fuzz && cargo +nightly fuzz run -s none "$t" "corpus/$t" "seeds/$t" "${extra[@]/#/../}" -- \
-        -max_total_time="$secs" -jobs=1 -workers=1 -max_len="$max_len" -timeout=30 -rss_limit_mb=4096 \
+        -max_total_time="$secs" -max_len="$max_len" -timeout=30 -rss_limit_mb=4096 \
         -print_final_stats=1) 2>&1 | tee "fuzz/logs/$t.log" | grep -E '^(#[0-9]+ +(DONE|INITED)|==|stat::|.*(panicked|ERROR|crash-|Test unit written))' || true
 done

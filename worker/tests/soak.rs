@@ -111,7 +111,11 @@ fn one_request(
                 json!({"prompt": "x", "max_tokens": 0, "bogus": true}),
                 json!([1, 2, 3]),
             ];
-            ("/execute", bodies[(rng.next() % 4) as usize].clone())
+            let pick = (rng.next() % 7) as usize;
+            if pick >= bodies.len() {
+                return raw_invalid(w, c, pick - bodies.len(), t);
+            }
+            ("/execute", bodies[pick].clone())
         }
         Kind::OpenAiStream => (
             "/v1/completions",
@@ -227,6 +231,48 @@ fn one_request(
             .to_string(),
     };
     t.add(kind, &outcome);
+}
+
+/// Invalid bytes and headers rather than invalid fields: a body that is
+/// not UTF-8, one past `max_body_bytes` (413), and odd headers (an
+/// unparsable `Authorization`, a non-JSON content type, a 16 KiB header).
+fn raw_invalid(w: &Worker, c: &reqwest::blocking::Client, which: usize, t: &Mutex<Tally>) {
+    let req = c.post(w.url("/execute"));
+    let (label, req) = match which {
+        0 => (
+            "non-UTF-8 body",
+            req.header("content-type", "application/json")
+                .body(vec![b'{', 0xff, 0xfe, b'"', 0x80, b'}']),
+        ),
+        1 => ("2 MiB body", req.body(vec![b' '; 2 << 20])),
+        _ => (
+            "odd headers",
+            req.header(
+                "authorization",
+                reqwest::header::HeaderValue::from_bytes(b"Bearer \xff\xfe").expect("obs-text"),
+            )
+            .header("content-type", "text/plain; charset=nonsense")
+            .header("x-padding", "a".repeat(16 << 10))
+            .body("{\"job_id\": 7}"),
+        ),
+    };
+    let status = req.send().map(|r| r.status().as_u16());
+    let mut t = t.lock().unwrap();
+    match status {
+        Ok(s @ (400 | 413)) => {
+            t.invalid_sent += 1;
+            t.add(Kind::Invalid, &format!("{s} ({label})"));
+        }
+        // A header hyper refuses before any handler (431): not counted by the worker.
+        Ok(431) => t.add(Kind::Invalid, &format!("431 ({label})")),
+        // The worker answers 413 as soon as the limit is passed and closes
+        // the connection, so a client still sending may see the close first.
+        Err(e) if which == 1 && e.is_request() => {
+            t.invalid_sent += 1;
+            t.add(Kind::Invalid, "413 or closed while sending (2 MiB body)");
+        }
+        other => t.problems.push(format!("{label}: {other:?}")),
+    }
 }
 
 fn run_load(w: &Worker, secs: f64, tally: &Arc<Mutex<Tally>>) {
