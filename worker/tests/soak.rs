@@ -1,7 +1,7 @@
 //! Soak test (ignored by default; a minute by default):
 //!
 //! ```sh
-//! RBEES_SOAK_SECS=60 cargo test --release -p rbees-worker --test soak -- --ignored --nocapture
+//! RBEES_SOAK_SECS=60 cargo test -p rbees-worker --test soak -- --ignored --nocapture
 //! ```
 //!
 //! 32 clients hammer one real `rbees-workerd` (tiny model, loopback) with a
