@@ -16,8 +16,25 @@ const GGUF_MAGIC: &[u8; 4] = b"GGUF";
 /// An open model file: parsed header plus the mapped bytes the weights live in.
 pub struct GgufFile {
     path: PathBuf,
-    mmap: Mmap,
+    bytes: Bytes,
     content: Content,
+}
+
+/// Where the file's bytes live: mapped from disk, or in memory (fuzzing,
+/// the malformed-model corpus and tests build files without touching disk).
+enum Bytes {
+    Mapped(Mmap),
+    Owned(Vec<u8>),
+}
+
+impl std::ops::Deref for Bytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Bytes::Mapped(m) => m,
+            Bytes::Owned(v) => v,
+        }
+    }
 }
 
 impl GgufFile {
@@ -32,22 +49,44 @@ impl GgufFile {
         // every mmap-based loader we assume the file is not truncated while
         // in use.
         let mmap = unsafe { Mmap::map(&file) }.map_err(io_err)?;
+        Self::parse(path, Bytes::Mapped(mmap))
+    }
+
+    /// A GGUF file held in memory; `name` stands for its path in errors.
+    pub fn from_bytes(name: impl Into<PathBuf>, bytes: Vec<u8>) -> Result<Self> {
+        Self::parse(name.into(), Bytes::Owned(bytes))
+    }
+
+    /// Checks the magic and the header's claims against the file size, then
+    /// lets candle read the header.
+    fn parse(path: PathBuf, bytes: Bytes) -> Result<Self> {
         let gguf_err = |detail: String| ModelError::Gguf {
             path: path.clone(),
             detail,
         };
-        if mmap.len() < 4 || &mmap[..4] != GGUF_MAGIC {
-            let head: Vec<u8> = mmap.iter().take(4).copied().collect();
+        if bytes.len() < 4 || &bytes[..4] != GGUF_MAGIC {
+            let head: Vec<u8> = bytes.iter().take(4).copied().collect();
             return Err(gguf_err(format!(
                 "the file starts with {head:02x?}, not the GGUF magic \"GGUF\" (is it a GGUF model?)"
             )));
         }
-        let mut cursor = Cursor::new(&mmap[..]);
+        if let Some(v) = bytes.get(4..8) {
+            let version = u32::from_le_bytes([v[0], v[1], v[2], v[3]]);
+            if !(1..=3).contains(&version) {
+                return Err(gguf_err(format!(
+                    "GGUF version {version} is not supported (rbees reads versions 1 to 3)"
+                )));
+            }
+        }
+        // candle's reader panics on some headers it accepts (see prescan.rs);
+        // those are refused here first.
+        crate::prescan::check(&bytes).map_err(gguf_err)?;
+        let mut cursor = Cursor::new(&bytes[..]);
         let content = Content::read(&mut cursor)
-            .map_err(|e| gguf_err(header_error(e, cursor.position(), mmap.len())))?;
+            .map_err(|e| gguf_err(header_error(e, cursor.position(), bytes.len())))?;
         Ok(GgufFile {
             path,
-            mmap,
+            bytes,
             content,
         })
     }
@@ -108,15 +147,15 @@ impl GgufFile {
             .ok_or_else(|| tensor_err("offset overflows".into()))?;
         let end = start
             .checked_add(size)
-            .filter(|&end| end <= self.mmap.len())
+            .filter(|&end| end <= self.bytes.len())
             .ok_or_else(|| {
                 tensor_err(format!(
                     "needs bytes {start}..{} but the file has {} bytes (truncated file?)",
                     start.saturating_add(size),
-                    self.mmap.len()
+                    self.bytes.len()
                 ))
             })?;
-        HostWeight::new(self.name_of(name), dtype, shape, &self.mmap[start..end])
+        HostWeight::new(self.name_of(name), dtype, shape, &self.bytes[start..end])
             .map_err(|e| tensor_err(e.to_string()))
     }
 
@@ -131,13 +170,17 @@ impl GgufFile {
         let Ok(weight) = self.weight(name) else {
             return;
         };
-        let offset = weight.data.as_ptr() as usize - self.mmap.as_ptr() as usize;
+        // Bytes held in memory (not mapped) have no pages to give back.
+        let Bytes::Mapped(mmap) = &self.bytes else {
+            return;
+        };
+        let offset = weight.data.as_ptr() as usize - mmap.as_ptr() as usize;
         #[cfg(unix)]
         // SAFETY: DONTNEED on a read-only shared file mapping only discards
         // resident pages; later reads fault them in again from the file, so
         // no borrowed slice of the map ever sees different bytes.
         let _ = unsafe {
-            self.mmap.unchecked_advise_range(
+            mmap.unchecked_advise_range(
                 memmap2::UncheckedAdvice::DontNeed,
                 offset,
                 weight.data.len(),

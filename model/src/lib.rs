@@ -6,6 +6,7 @@ pub mod error;
 pub mod generate;
 pub mod gguf;
 pub mod llama;
+mod prescan;
 pub mod sampler;
 pub mod stop;
 pub mod synth;

@@ -68,6 +68,16 @@ pub struct LoadOptions {
 /// Default cap on the KV cache, as llama.cpp's tools default to 4096.
 pub const DEFAULT_MAX_CONTEXT: usize = 4096;
 
+/// Largest KV cache one may ask for, whatever the model claims it was
+/// trained for: the cache and RoPE tables are allocated at once, and an
+/// absurd size would abort the process instead of failing cleanly.
+pub const MAX_CONTEXT: usize = 1 << 20;
+
+/// The architecture name used for metadata keys in messages.
+fn config_arch(gguf: &GgufFile) -> String {
+    crate::config::architecture(gguf.metadata()).unwrap_or_else(|_| "llama".into())
+}
+
 fn block_tensor(l: usize, name: &str) -> String {
     format!("blk.{l}.{name}.weight")
 }
@@ -97,9 +107,30 @@ impl<B: Backend> Llama<B> {
                     config.train_context
                 )))
             }
+            Some(n) if n > MAX_CONTEXT => {
+                return Err(ModelError::Context(format!(
+                    "{n} tokens is more than rbees supports ({MAX_CONTEXT})"
+                )))
+            }
             Some(n) => n,
             None => config.train_context.min(DEFAULT_MAX_CONTEXT),
         };
+        // The block count is a claim of the metadata: check the file holds
+        // that many blocks before anything is sized from it.
+        let last = config.n_layers - 1;
+        if !gguf.has_tensor(&block_tensor(last, "attn_norm")) {
+            let present = (0..config.n_layers)
+                .take_while(|&l| gguf.has_tensor(&block_tensor(l, "attn_norm")))
+                .count();
+            return Err(ModelError::Metadata {
+                key: format!("{}.block_count", config_arch(gguf)),
+                detail: format!(
+                    "{} blocks claimed but the file has {present} ({} is missing)",
+                    config.n_layers,
+                    block_tensor(present, "attn_norm")
+                ),
+            });
+        }
         let vocab_size = expect_matrix(gguf, "token_embd.weight", None, Some(config.dim))?.0;
         let tied = !gguf.has_tensor("output.weight");
         let capabilities = check_capabilities(&backend, gguf, &config, tied)?;

@@ -194,6 +194,18 @@ pub fn load(
     // Refuse an unknown backend (or a refused plugin) before reading the file.
     choice.plugins.select(&choice.kind)?;
     let gguf = GgufFile::open(path)?;
+    load_gguf(&gguf, choice, load_options, progress)
+}
+
+/// [`load`] from an opened file (also what the fuzz targets and the
+/// malformed-model corpus test run, on files held in memory).
+pub fn load_gguf(
+    gguf: &GgufFile,
+    choice: &BackendChoice,
+    load_options: &LoadOptions,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<LoadedModel> {
+    let path = gguf.path();
     let tokenizer = Tokenizer::from_gguf_metadata(gguf.metadata())
         .with_context(|| format!("cannot build the tokenizer of {}", path.display()))?;
     let (_, embd_shape) = gguf.tensor_meta("token_embd.weight")?;
@@ -205,7 +217,7 @@ pub fn load(
         );
     }
     let visitor = LoadModel {
-        gguf: &gguf,
+        gguf,
         options: load_options,
         progress,
     };

@@ -294,6 +294,9 @@ fn invalid_requests_list_every_bad_field() {
         &json!({"job_id": "big", "prompt": "x".repeat(2 << 20)}),
     );
     assert_eq!(r.status(), 413);
+    // The unread rest of the body makes the connection unusable: the answer
+    // says so, so keep-alive clients do not send their next request on it.
+    assert_eq!(r.headers()["connection"], "close");
 }
 
 #[test]

@@ -9,7 +9,7 @@ mod tokenize;
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::Config;
@@ -107,6 +107,9 @@ impl PluginArgs {
     }
 }
 
+/// Most CPU threads a backend may be asked for.
+pub const MAX_THREADS: usize = 1024;
+
 /// Config file plus command-line overrides, resolved.
 pub struct Resolved {
     pub model: PathBuf,
@@ -117,6 +120,11 @@ pub struct Resolved {
 impl ModelArgs {
     pub fn resolve(&self) -> Result<Resolved> {
         let config = Config::load_or_default(self.config.as_deref())?;
+        self.resolve_with(config)
+    }
+
+    /// [`resolve`](Self::resolve) with the config already read.
+    pub fn resolve_with(&self, config: Config) -> Result<Resolved> {
         let kind = self.plugins.kind(self.backend.as_ref(), &config);
         let plugins = self.plugins.paths(&config);
         let model = self
@@ -125,6 +133,11 @@ impl ModelArgs {
             .or(config.model.path)
             .context("no model given: pass --model PATH or set [model] path in the config")?;
         let threads = self.threads.unwrap_or(config.backend.threads);
+        // A thread pool is built with exactly this many threads: an absurd
+        // count would exhaust the machine before any error could surface.
+        if threads > MAX_THREADS {
+            bail!("threads must be at most {MAX_THREADS} (0: one per core), got {threads}");
+        }
         Ok(Resolved {
             model,
             choice: BackendChoice {

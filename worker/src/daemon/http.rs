@@ -141,15 +141,22 @@ pub fn body_bytes(state: &State, body: Result<Bytes, BytesRejection>) -> Result<
     body.map_err(|rejection| {
         state.metrics.request(Outcome::Invalid);
         let status = rejection.status();
-        let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
-            format!(
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            let message = format!(
                 "request body larger than {} bytes",
                 state.settings.max_body_bytes
-            )
-        } else {
-            rejection.body_text()
-        };
-        field_errors(status, vec![FieldError::new("body", message)])
+            );
+            let mut response = field_errors(status, vec![FieldError::new("body", message)]);
+            // The rest of the body is never read, so the connection cannot
+            // carry another request: say so, or a keep-alive client reuses
+            // it and its next request fails (found by the soak test).
+            response.headers_mut().insert(
+                axum::http::header::CONNECTION,
+                axum::http::HeaderValue::from_static("close"),
+            );
+            return response;
+        }
+        field_errors(status, vec![FieldError::new("body", rejection.body_text())])
     })
 }
 

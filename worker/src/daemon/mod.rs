@@ -11,6 +11,7 @@ pub mod engine_thread;
 pub mod http;
 pub mod metrics;
 pub mod openai;
+pub mod openai_request;
 pub mod state;
 pub mod validate;
 
@@ -82,10 +83,18 @@ pub struct Args {
     pub debug_token_delay_ms: u64,
 }
 
+/// Longest accepted duration setting: a year (`Duration::from_secs_f64`
+/// panics past u64 seconds, and longer waits are mistakes anyway).
+const MAX_SECONDS: f64 = 365.0 * 24.0 * 3600.0;
+
+/// Most jobs the queue may hold (tokio's bounded channel panics on a
+/// capacity past `usize::MAX >> 3`; a queue this long is a mistake anyway).
+pub const MAX_QUEUE_DEPTH: usize = 1 << 20;
+
 fn seconds(name: &str, value: Option<f64>, default: f64) -> Result<Duration> {
     let v = value.unwrap_or(default);
-    if !(v.is_finite() && v >= 0.0) {
-        bail!("{name} must be a number of seconds >= 0, got {v}");
+    if !(v.is_finite() && (0.0..=MAX_SECONDS).contains(&v)) {
+        bail!("{name} must be a number of seconds in [0, {MAX_SECONDS}], got {v}");
     }
     Ok(Duration::from_secs_f64(v))
 }
@@ -95,8 +104,8 @@ fn seconds(name: &str, value: Option<f64>, default: f64) -> Result<Duration> {
 pub fn settings(args: &Args, config: &Config, env_token: Option<String>) -> Result<Settings> {
     let w = &config.worker;
     let queue_depth = args.queue_depth.or(w.queue_depth).unwrap_or(16);
-    if queue_depth == 0 {
-        bail!("queue_depth must be at least 1");
+    if !(1..=MAX_QUEUE_DEPTH).contains(&queue_depth) {
+        bail!("queue_depth must be in [1, {MAX_QUEUE_DEPTH}], got {queue_depth}");
     }
     let api_token = match env_token.or_else(|| w.api_token.clone()) {
         Some(t) if t.trim().is_empty() => {

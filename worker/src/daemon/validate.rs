@@ -175,7 +175,9 @@ impl Fields {
             .cloned()
             .collect();
         for key in unknown {
-            self.error(&key, "unknown field");
+            // An empty key would make an error with no field name to show.
+            let field = if key.is_empty() { "\"\"" } else { key.as_str() };
+            self.error(field, "unknown field");
         }
         if self.errors.is_empty() {
             Ok(())
@@ -330,6 +332,14 @@ mod tests {
         assert_eq!(r.sampling.seed, 5);
         assert_eq!(r.stop, ["x"]);
         assert!(!r.ignore_eos);
+    }
+
+    #[test]
+    fn an_empty_unknown_key_is_named() {
+        // Found by the execute_request fuzz target: `{"": 1}` gave an error
+        // whose field name was empty.
+        let errors = execute(br#"{"job_id":"a","prompt":"b","":1}"#, 64).unwrap_err();
+        assert_eq!(errors, vec![FieldError::new("\"\"", "unknown field")]);
     }
 
     #[test]
