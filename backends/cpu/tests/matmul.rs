@@ -93,7 +93,13 @@ fn simd_backend_matches_scalar_backend() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(2);
     let (fast, slow) = (backend(2, false), backend(2, true));
     for dtype in TYPES {
-        for (m, n, k) in [(1, 1, 32), (2, 65, 96), (7, 130, 1536), (12, 33, 64)] {
+        for (m, n, k) in [
+            (1, 1, 32),
+            (1, 37, 576),
+            (2, 65, 96),
+            (7, 130, 1536),
+            (12, 33, 64),
+        ] {
             let bytes = weight_bytes(&mut rng, dtype, n, k);
             let x: Vec<f32> = (0..m * k).map(|_| rng.random_range(-2f32..2.0)).collect();
             let a = product(&fast, dtype, &bytes, &x, m, n, k);

@@ -464,6 +464,37 @@ mod tests {
     }
 
     #[test]
+    fn row_kernels_equal_the_single_row_kernel_exactly() {
+        let Some(k) = kernels() else {
+            eprintln!("no AVX2 here: nothing to compare");
+            return;
+        };
+        let mut rng = rng();
+        // Odd and even row counts: pairs plus a last single row.
+        for (nb, rows) in [(1, 1), (18, 2), (18, 5), (48, 7)] {
+            let x = random_q8(&mut rng, nb);
+            // (block bytes, f16 scales in a block, kernels)
+            for (bb, scales, dot, rows_fn) in [
+                (q4_1::BLOCK_BYTES, 2, k.q4_1, k.q4_1_rows),
+                (q8_0::BLOCK_BYTES, 1, k.q8_0, k.q8_0_rows),
+            ] {
+                let w = random_blocks(&mut rng, nb * rows, bb, scales);
+                let rb = nb * bb;
+                let mut out = vec![0.0; rows];
+                rows_fn(&w, rb, &x, &mut out);
+                for (j, o) in out.iter().enumerate() {
+                    let one = dot(&w[j * rb..(j + 1) * rb], &x);
+                    assert_eq!(
+                        o.to_bits(),
+                        one.to_bits(),
+                        "block bytes {bb}, nb={nb} row {j}/{rows}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
     fn quantised_dots_match_scalar() {
         let Some(k) = kernels() else {
             eprintln!("no AVX2 here: nothing to compare");
