@@ -28,6 +28,18 @@ fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// `rbees bench ARGS --reps 1 --threads 1 --json -` on the tiny Q8_0
+/// model: the JSON document it prints (stdout holds nothing else).
+fn bench_json(args: &[&str], dir: &Path) -> serde_json::Value {
+    let model = repo_root().join("testdata/models/tiny-llama2-q8_0.gguf");
+    let mut all = vec!["bench", "--model", model.to_str().unwrap()];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--reps", "1", "--threads", "1", "--json", "-"]);
+    let out = rbees(&all, dir);
+    assert!(out.status.success(), "{}", stderr(&out));
+    serde_json::from_slice(&out.stdout).expect("stdout is one JSON document")
+}
+
 #[test]
 fn synth_then_bench_every_cpu_backend_with_json_and_chart() {
     let dir = scratch("e2e");
@@ -143,30 +155,7 @@ fn synth_then_bench_every_cpu_backend_with_json_and_chart() {
 #[test]
 fn bench_json_to_stdout_is_only_json() {
     let dir = scratch("stdout");
-    let model = repo_root().join("testdata/models/tiny-llama2-q8_0.gguf");
-    let out = rbees(
-        &[
-            "bench",
-            "--model",
-            model.to_str().unwrap(),
-            "--backend",
-            "ndarray",
-            "--pp",
-            "8",
-            "--tg",
-            "0",
-            "--reps",
-            "1",
-            "--threads",
-            "1",
-            "--json",
-            "-",
-        ],
-        &dir,
-    );
-    assert!(out.status.success(), "{}", stderr(&out));
-    let doc: serde_json::Value =
-        serde_json::from_slice(&out.stdout).expect("stdout is one JSON document");
+    let doc = bench_json(&["--backend", "ndarray", "--pp", "8", "--tg", "0"], &dir);
     let r = &doc["results"][0];
     assert_eq!(r["pp_tokens_per_s"].as_array().unwrap().len(), 1);
     assert_eq!(
@@ -301,29 +290,17 @@ fn bad_bench_and_synth_settings_are_clear_errors() {
 fn plugins_are_measured_next_to_the_built_in_backends() {
     let dir = scratch("plugin");
     let plugin = rbees_plugin_testkit::build().example();
-    let model = repo_root().join("testdata/models/tiny-llama2-q8_0.gguf");
-    let out = rbees(
+    let doc = bench_json(
         &[
-            "bench",
-            "--model",
-            model.to_str().unwrap(),
             "--plugin",
             plugin.to_str().unwrap(),
             "--pp",
             "8",
             "--tg",
             "2",
-            "--reps",
-            "1",
-            "--threads",
-            "1",
-            "--json",
-            "-",
         ],
         &dir,
     );
-    assert!(out.status.success(), "{}", stderr(&out));
-    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let names: Vec<&str> = doc["results"]
         .as_array()
         .unwrap()
