@@ -166,15 +166,18 @@ impl GgufFile {
     /// model twice at the end of loading: the mapped file pages and the copy.
     /// Only advice to the OS: the pages stay in the page cache and would
     /// simply be read again if touched; failures are ignored.
-    pub fn release(&self, name: &str) {
-        let Ok(weight) = self.weight(name) else {
-            return;
-        };
+    pub fn release(&self, weight: &HostWeight<'_>) {
         // Bytes held in memory (not mapped) have no pages to give back.
         let Bytes::Mapped(mmap) = &self.bytes else {
             return;
         };
-        let offset = weight.data.as_ptr() as usize - mmap.as_ptr() as usize;
+        // Only a weight read from this file has pages here.
+        let Some(offset) = (weight.data.as_ptr() as usize)
+            .checked_sub(mmap.as_ptr() as usize)
+            .filter(|&o| o + weight.data.len() <= mmap.len())
+        else {
+            return;
+        };
         #[cfg(unix)]
         // SAFETY: DONTNEED on a read-only shared file mapping only discards
         // resident pages; later reads fault them in again from the file, so

@@ -142,8 +142,9 @@ impl<B: Backend> Llama<B> {
                 }
                 None => expect_vector(gguf, name, cols)?,
             }
-            let weight = backend.load_weight(&gguf.weight(name)?)?;
-            gguf.release(name);
+            let host = gguf.weight(name)?;
+            let weight = backend.load_weight(&host)?;
+            gguf.release(&host);
             Ok(weight)
         };
         let token_embd = load("token_embd.weight", Some(vocab_size), config.dim)?;

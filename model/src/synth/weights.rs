@@ -44,6 +44,11 @@ impl SplitMix64 {
     }
 }
 
+/// Values in one pool chunk: a whole quantisation block, or 32 plain values.
+fn values_per_chunk(dtype: WeightDType) -> usize {
+    dtype.block_size().max(32)
+}
+
 /// Pre-encoded chunks of one type, picked at random to fill tensors.
 pub struct ChunkPool {
     bytes: Vec<u8>,
@@ -53,7 +58,7 @@ pub struct ChunkPool {
 impl ChunkPool {
     /// A pool of `dtype` chunks of values with standard deviation `std`.
     pub fn new(dtype: WeightDType, std: f32, seed: u64) -> candle_core::Result<Self> {
-        let values_per_chunk = dtype.block_size().max(32);
+        let values_per_chunk = values_per_chunk(dtype);
         let mut rng = SplitMix64::new(seed);
         let values: Vec<f32> = (0..POOL_CHUNKS * values_per_chunk)
             .map(|_| rng.normal(std))
@@ -71,10 +76,6 @@ impl ChunkPool {
         Ok(ChunkPool { bytes, chunk_bytes })
     }
 
-    fn values_per_chunk(&self, dtype: WeightDType) -> usize {
-        dtype.block_size().max(32)
-    }
-
     /// Writes `elements` values (a whole number of chunks when the tensor's
     /// rows are whole blocks; a short last chunk is cut at a block edge) and
     /// returns the bytes written.
@@ -85,7 +86,7 @@ impl ChunkPool {
         rng: &mut SplitMix64,
         out: &mut impl Write,
     ) -> io::Result<usize> {
-        let per_chunk = self.values_per_chunk(dtype);
+        let per_chunk = values_per_chunk(dtype);
         let total = dtype.storage_bytes(elements).ok_or_else(|| {
             io::Error::new(
                 io::ErrorKind::InvalidInput,
