@@ -341,19 +341,30 @@ fn refuses_to_start_without_a_safe_token() {
 
 #[test]
 fn full_queue_answers_503() {
+    // Queue depth counts jobs waiting behind the running one. Hold one job
+    // running first (so the engine has taken it off the queue), then of four
+    // concurrent requests exactly one fits the queue and three are refused.
     let mut w = spawn(&["--queue-depth", "1", "--debug-token-delay-ms", "20"], &[]);
     w.wait_ready(None);
+    let r = w.post(
+        "/execute",
+        &json!({"job_id": "running", "prompt": "The", "max_tokens": 200, "ignore_eos": true}),
+    );
+    assert_eq!(r.status(), 200);
+    let mut running = SseReader::new(r);
+    while running.next_event().expect("events").name != "token" {}
+
     let base = w.base.clone();
-    let handles: Vec<_> = (0..5)
+    let handles: Vec<_> = (0..4)
         .map(|k| {
             let base = base.clone();
             std::thread::spawn(move || {
                 let r = client()
                     .post(format!("{base}/execute"))
                     .json(&json!({"job_id": format!("q{k}"), "prompt": "The",
-                                  "max_tokens": 20, "ignore_eos": true}))
+                                  "max_tokens": 3, "ignore_eos": true}))
                     .send()
-                    .unwrap();
+                    .expect("POST /execute");
                 let status = r.status().as_u16();
                 let retry = r.headers().get("retry-after").is_some();
                 let body = r.text().unwrap_or_default();
@@ -361,21 +372,27 @@ fn full_queue_answers_503() {
             })
         })
         .collect();
+    // The refused ones answer at once; cancel the running job so the queued
+    // one runs without waiting for 200 tokens.
+    let end = Instant::now() + Duration::from_secs(20);
+    while handles.iter().filter(|h| h.is_finished()).count() < 3 {
+        assert!(Instant::now() < end, "refusals did not arrive");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(w.post("/cancel", &json!({"job_id": "running"})).status(), 202);
+    assert_eq!(last(&running.collect()).data["stop_reason"], "CANCELLED");
+
     let results: Vec<(u16, bool, String)> =
-        handles.into_iter().map(|h| h.join().unwrap()).collect();
-    let ok = results.iter().filter(|r| r.0 == 200).count();
+        handles.into_iter().map(|h| h.join().expect("client thread")).collect();
+    let ok: Vec<_> = results.iter().filter(|r| r.0 == 200).collect();
     let busy: Vec<_> = results.iter().filter(|r| r.0 == 503).collect();
-    assert!(ok >= 2, "{results:?}");
-    assert!(!busy.is_empty(), "{results:?}");
+    assert_eq!((ok.len(), busy.len()), (1, 3), "{results:?}");
     for (_, retry, body) in busy {
         assert!(retry, "503 without Retry-After");
         assert!(body.contains("QUEUE_FULL"), "{body}");
     }
-    for (status, _, body) in &results {
-        if *status == 200 {
-            assert!(body.contains("event: end"), "{body}");
-        }
-    }
+    assert!(ok[0].2.contains("event: end"), "{}", ok[0].2);
+    assert!(ok[0].2.contains("MAX_TOKENS"), "{}", ok[0].2);
 }
 
 /// A fake pool manager: answers every request with `status` and forwards bodies.
