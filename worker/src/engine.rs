@@ -11,6 +11,12 @@ use anyhow::{bail, Context, Result};
 use enum_dispatch::enum_dispatch;
 use rbees_backend_candle::CandleBackend;
 use rbees_backend_cpu::CpuBackend;
+// Linked in every build: without the `cuda` feature the crate registers
+// the backend as "built without CUDA", so listing and choosing it explain.
+#[cfg(not(feature = "cuda"))]
+extern crate rbees_backend_cuda as _;
+#[cfg(feature = "cuda")]
+use rbees_backend_cuda::CudaKernelsBackend;
 use rbees_backend_ndarray::NdarrayBackend;
 use rbees_backend_plugin::PluginBackend;
 use rbees_core::{Backend, BackendOptions};
@@ -83,6 +89,8 @@ pub enum AnyModel {
     Ndarray(Llama<NdarrayBackend>),
     Candle(Llama<CandleBackend>),
     Cpu(Llama<CpuBackend>),
+    #[cfg(feature = "cuda")]
+    CudaKernels(Llama<CudaKernelsBackend>),
     /// Any backend loaded from a plugin library (one type for all plugins:
     /// the library is data, not a type).
     Plugin(Llama<PluginBackend>),
@@ -142,6 +150,8 @@ pub fn with_backend<V: BackendVisitor>(choice: &BackendChoice, visitor: V) -> Re
         "ndarray" => visitor.visit(NdarrayBackend::new(&choice.options)?),
         "candle" => visitor.visit(CandleBackend::new(&choice.options)?),
         "cpu" => visitor.visit(CpuBackend::new(&choice.options)?),
+        #[cfg(feature = "cuda")]
+        rbees_backend_cuda::NAME => visitor.visit(CudaKernelsBackend::new(&choice.options)?),
         other => bail!("backend '{other}' is registered but this binary cannot construct it"),
     }
 }

@@ -383,3 +383,45 @@ fn backends_lists_ndarray_as_usable() {
     assert_eq!(fields.get(1), Some(&"cpu"), "{line}");
     assert_eq!(fields.get(2), Some(&"yes"), "{line}");
 }
+
+/// Without the `cuda` feature the cuda-kernels backend is still listed, as
+/// unusable with the fix, and choosing it is a clear start-up error.
+#[cfg(not(feature = "cuda"))]
+#[test]
+fn cuda_kernels_is_listed_and_refused_in_a_build_without_cuda() {
+    let (stdout, _) = expect_success(&rbees(&["backends"]));
+    let line = stdout
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some("cuda-kernels"))
+        .unwrap_or_else(|| panic!("cuda-kernels is not listed:\n{stdout}"));
+    assert!(
+        line.contains("cuda:N") && line.contains("no: this binary was built without CUDA"),
+        "{line}"
+    );
+    assert!(line.contains("--features cuda"), "{line}");
+
+    let model = tiny_model();
+    for (device, why) in [
+        ("cuda:0", "built without CUDA"),
+        ("cpu", "runs only on cuda:N"),
+    ] {
+        let out = rbees(&[
+            "generate",
+            "--model",
+            model.to_str().unwrap(),
+            "--backend",
+            "cuda-kernels",
+            "--device",
+            device,
+            "--prompt",
+            "Hello",
+        ]);
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("'cuda-kernels'") && stderr.contains(why),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}

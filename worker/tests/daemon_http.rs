@@ -379,11 +379,16 @@ fn full_queue_answers_503() {
         assert!(Instant::now() < end, "refusals did not arrive");
         std::thread::sleep(Duration::from_millis(10));
     }
-    assert_eq!(w.post("/cancel", &json!({"job_id": "running"})).status(), 202);
+    assert_eq!(
+        w.post("/cancel", &json!({"job_id": "running"})).status(),
+        202
+    );
     assert_eq!(last(&running.collect()).data["stop_reason"], "CANCELLED");
 
-    let results: Vec<(u16, bool, String)> =
-        handles.into_iter().map(|h| h.join().expect("client thread")).collect();
+    let results: Vec<(u16, bool, String)> = handles
+        .into_iter()
+        .map(|h| h.join().expect("client thread"))
+        .collect();
     let ok: Vec<_> = results.iter().filter(|r| r.0 == 200).collect();
     let busy: Vec<_> = results.iter().filter(|r| r.0 == 503).collect();
     assert_eq!((ok.len(), busy.len()), (1, 3), "{results:?}");

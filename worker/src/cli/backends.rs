@@ -22,7 +22,7 @@ pub struct BackendsArgs {
 /// devices, and whether they can run here.
 pub fn run(args: &BackendsArgs) -> Result<()> {
     println!(
-        "{:<10} {:<14} {:<40} description",
+        "{:<13} {:<14} {:<40} description",
         "name", "devices", "usable here"
     );
     for d in descriptors() {
@@ -32,7 +32,7 @@ pub fn run(args: &BackendsArgs) -> Result<()> {
             None => "no: declares no device".to_string(),
         };
         println!(
-            "{:<10} {:<14} {:<40} {}",
+            "{:<13} {:<14} {:<40} {}",
             d.name,
             d.devices.join(","),
             usable,
