@@ -84,6 +84,8 @@ impl<B: rbees_core::Backend> Engine for Llama<B> {
 }
 
 /// A model on whichever backend the configuration picked.
+// One per process, so a few hundred bytes between variants do not matter.
+#[allow(clippy::large_enum_variant)]
 #[enum_dispatch(Engine)]
 pub enum AnyModel {
     Ndarray(Llama<NdarrayBackend>),

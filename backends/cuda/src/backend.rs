@@ -1,5 +1,5 @@
 use std::fmt::Display;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use cudarc::cublas::{sys::cublasOperation_t, CudaBlas, Gemm, GemmConfig};
 use cudarc::driver::sys::{CUdevice_attribute, CUfunction_attribute};
@@ -21,6 +21,9 @@ pub struct CudaTensor {
     pub(crate) data: CudaSlice<f32>,
     rows: usize,
     cols: usize,
+    /// The rows rounded to Q8_1 for quantised products, made by the first
+    /// one: q, k and v (and gate and up) multiply the same activations.
+    q8_1: OnceLock<CudaSlice<u8>>,
 }
 
 /// One layer's keys and values, `[capacity, width]` each, in device memory.
@@ -76,6 +79,28 @@ fn elementwise(n: usize) -> LaunchConfig {
     }
 }
 
+/// Every op allocates its output from the stream-ordered pool; by default
+/// the pool hands freed memory back to the driver at each synchronisation
+/// (threshold 0), so every token would allocate afresh. Keeping it pooled
+/// turns a decode step's allocations into reuse.
+fn keep_freed_memory_pooled(
+    ctx: &CudaContext,
+) -> std::result::Result<(), cudarc::driver::DriverError> {
+    use cudarc::driver::{result, sys};
+    if !ctx.has_async_alloc() {
+        return Ok(());
+    }
+    let mut threshold = u64::MAX;
+    unsafe {
+        let pool = result::device::get_default_mem_pool(ctx.cu_device())?;
+        result::mem_pool::set_attribute(
+            pool,
+            sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
+            (&mut threshold as *mut u64).cast(),
+        )
+    }
+}
+
 impl CudaKernelsBackend {
     pub fn new(options: &BackendOptions) -> Result<Self> {
         let device_err = |reason: String| BackendError::Device {
@@ -92,6 +117,8 @@ impl CudaKernelsBackend {
         let stream = ctx
             .new_stream()
             .map_err(|e| device_err(format!("cannot create a stream: {e}")))?;
+        keep_freed_memory_pooled(&ctx)
+            .map_err(|e| device_err(format!("cannot configure the memory pool: {e}")))?;
         let blas = CudaBlas::new(stream.clone())
             .map_err(|e| device_err(format!("cannot start cuBLAS: {e}")))?;
         let kernels = Box::new(Kernels::load(&ctx).map_err(device_err)?);
@@ -128,7 +155,12 @@ impl CudaKernelsBackend {
     }
 
     fn tensor(&self, data: CudaSlice<f32>, rows: usize, cols: usize) -> CudaTensor {
-        CudaTensor { data, rows, cols }
+        CudaTensor {
+            data,
+            rows,
+            cols,
+            q8_1: OnceLock::new(),
+        }
     }
 
     /// Refuses a weight that does not fit the free device memory, saying how much it needs.
@@ -277,14 +309,22 @@ impl CudaKernelsBackend {
         let q = self.quant(dtype, "matmul")?;
         let (m, k) = (x.rows, x.cols);
         let k_padded = k.next_multiple_of(MATRIX_ROW_PADDING);
-        let xq = self.quantize_q8_1(x, k_padded)?;
-        let mut y = self
-            .stream
-            .alloc_zeros::<f32>(m * n)
-            .map_err(cuda_err("matmul"))?;
+        let xq = match x.q8_1.get() {
+            Some(xq) => xq,
+            None => {
+                let xq = self.quantize_q8_1(x, k_padded)?;
+                x.q8_1.get_or_init(|| xq)
+            }
+        };
         let (ncols_x, nrows_x) = (int("matmul", k)?, int("matmul", n)?);
         let (rows_y, cols_y) = (int("matmul", k_padded)?, int("matmul", m)?);
-        if m <= 8 {
+        // The matrix-vector kernel computes two weight rows per block from 2
+        // activation rows on, without a bounds check on the second: with an
+        // odd row count it would read past the weight and write into the
+        // next output row. Those shapes take the tiled kernel.
+        if m == 1 || (m <= 8 && n.is_multiple_of(2)) {
+            // It writes every output, so no memset.
+            let mut y = self.alloc("matmul", m * n)?;
             // candle-core's launch shape for mul_mat_vec_*_q8_1_cuda{m}.
             let (blocks_x, warps) = match m {
                 1 => (n, 4),
@@ -297,14 +337,19 @@ impl CudaKernelsBackend {
                 shared_mem_bytes: 0,
             };
             let mut launch = self.stream.launch_builder(&q.mat_vec[m - 1]);
-            launch.arg(blocks).arg(&xq).arg(&mut y);
+            launch.arg(blocks).arg(xq).arg(&mut y);
             launch
                 .arg(&ncols_x)
                 .arg(&nrows_x)
                 .arg(&rows_y)
                 .arg(&nrows_x);
             unsafe { launch.launch(cfg) }.map_err(cuda_err("matmul"))?;
+            Ok(y)
         } else {
+            let mut y = self
+                .stream
+                .alloc_zeros::<f32>(m * n)
+                .map_err(cuda_err("matmul"))?;
             let cfg = LaunchConfig {
                 grid_dim: (
                     n.div_ceil(q.mat_mat_rows as usize) as u32,
@@ -315,7 +360,7 @@ impl CudaKernelsBackend {
                 shared_mem_bytes: 0,
             };
             let mut launch = self.stream.launch_builder(&q.mat_mat);
-            launch.arg(blocks).arg(&xq).arg(&mut y);
+            launch.arg(blocks).arg(xq).arg(&mut y);
             launch
                 .arg(&ncols_x)
                 .arg(&nrows_x)
@@ -323,8 +368,8 @@ impl CudaKernelsBackend {
                 .arg(&rows_y)
                 .arg(&nrows_x);
             unsafe { launch.launch(cfg) }.map_err(cuda_err("matmul"))?;
+            Ok(y)
         }
-        Ok(y)
     }
 
     /// `x · Wᵀ` with an f32 weight, by cuBLAS in f32. Column-major, that is
