@@ -121,6 +121,24 @@ impl GgufFile {
         Ok((dtype, info.shape.dims()))
     }
 
+    /// Bytes of weights a decode step reads: every tensor but the token
+    /// embedding table, of which a step reads one row (unless the output
+    /// projection is tied to it, and then all of it). Tensors whose size
+    /// cannot be computed count as 0; loading reports them.
+    pub fn decode_weight_bytes(&self) -> u64 {
+        let tied = !self.has_tensor("output.weight");
+        self.content
+            .tensor_infos
+            .iter()
+            .filter(|(name, _)| tied || name.as_str() != "token_embd.weight")
+            .filter_map(|(_, info)| {
+                let dtype = WeightDType::from_candle(info.ggml_dtype)?;
+                dtype.storage_bytes(info.shape.elem_count())
+            })
+            .map(|bytes| bytes as u64)
+            .sum()
+    }
+
     /// The tensor's bytes, checked to lie inside the file.
     pub fn weight(&self, name: &str) -> Result<HostWeight<'_>> {
         let (dtype, shape) = self.tensor_meta(name)?;

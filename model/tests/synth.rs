@@ -172,3 +172,36 @@ fn named_shapes_have_the_published_metadata() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// What a decode step reads, counted by hand from the shape: per layer the
+/// seven matrices and two norms, then the output norm and head; the token
+/// table counts only when the head is tied to it (then it is the head).
+#[test]
+fn decode_weight_bytes_count_every_tensor_a_step_reads() {
+    let dir = std::env::temp_dir().join(format!("rbees-decode-bytes-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let q = WeightDType::Q8_0;
+    let bytes = |rows: usize, cols: usize| q.storage_bytes(rows * cols).unwrap() as u64;
+    let s = SMALL;
+    let kv = s.dim / s.n_heads * s.n_kv_heads;
+    let per_layer = 2 * bytes(s.dim, s.dim)
+        + 2 * bytes(kv, s.dim)
+        + 3 * bytes(s.ff_dim, s.dim)
+        + 2 * 4 * s.dim as u64;
+    let body = s.n_layers as u64 * per_layer + 4 * s.dim as u64;
+    for tied in [false, true] {
+        let shape = SynthShape {
+            tied_embeddings: tied,
+            ..SMALL
+        };
+        let path = dir.join(format!("tied-{tied}.gguf"));
+        write_synthetic(&shape, q, 3, &path).unwrap();
+        let gguf = GgufFile::open(&path).unwrap();
+        assert_eq!(
+            gguf.decode_weight_bytes(),
+            body + bytes(s.vocab, s.dim),
+            "tied {tied}"
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -38,6 +38,8 @@ pub trait Engine {
     /// One forward pass of `ids` at positions `pos0..`; the logits of the
     /// last position (benchmarks call this directly, without sampling).
     fn forward(&mut self, ids: &[u32], pos0: usize) -> rbees_model::Result<Vec<f32>>;
+    /// The device's copy bandwidth in bytes/s (see `rbees bench`).
+    fn copy_bandwidth(&self) -> rbees_core::Result<f64>;
     fn run(
         &mut self,
         tokenizer: &Tokenizer,
@@ -70,6 +72,10 @@ impl<B: rbees_core::Backend> Engine for Llama<B> {
 
     fn forward(&mut self, ids: &[u32], pos0: usize) -> rbees_model::Result<Vec<f32>> {
         Llama::forward(self, ids, pos0)
+    }
+
+    fn copy_bandwidth(&self) -> rbees_core::Result<f64> {
+        crate::bandwidth::copy_bandwidth(self.backend())
     }
 
     fn run(

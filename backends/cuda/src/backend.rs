@@ -204,7 +204,11 @@ impl CudaKernelsBackend {
         }
         let ids_dev = self.stream.clone_htod(ids).map_err(cuda_err("embedding"))?;
         let ne00 = cols as i64;
-        let row_bytes = w.dtype.storage_bytes(cols).unwrap_or(0);
+        // Bytes per stored row (get_rows_f32 ignores it: its rows are `cols` floats).
+        let row_bytes = match &w.storage {
+            Storage::Dense(_) => cols * 4,
+            Storage::Blocks(_) => w.dtype.storage_bytes(cols).unwrap_or(0),
+        };
         let grid_x = ids.len() as u32;
         let (func, cfg) = match &w.storage {
             Storage::Dense(_) => (

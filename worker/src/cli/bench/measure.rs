@@ -43,6 +43,10 @@ pub struct Measured {
     pub peak_rss_bytes: Option<u64>,
     /// Fused ops that ran as their default composition on this backend.
     pub composed_ops: Vec<String>,
+    /// Device-to-device copy bandwidth (read + write bytes/s), measured on
+    /// devices other than the CPU, after the peak memory was read.
+    #[serde(default)]
+    pub copy_bytes_per_s: Option<f64>,
 }
 
 /// The settings of one measurement.
@@ -149,13 +153,22 @@ pub fn measure_and_report(plan: &Plan<'_>) -> Result<()> {
             tg.push(plan.tg as f64 / decode_pass(&mut model, first, plan.tg)?);
         }
     }
+    // Read before the bandwidth test, whose 1 GiB host buffer would count.
+    let peak_rss_bytes = peak_rss_bytes();
+    let copy_bytes_per_s = if model.device_name() == "cpu" {
+        None
+    } else {
+        progress("bandwidth", 1)?;
+        Some(model.copy_bandwidth().context("copy bandwidth")?)
+    };
     emit(&ChildEvent::Result(Measured {
         backend: model.backend_name().to_string(),
         device: model.device_name(),
         load_ms,
         pp_tokens_per_s: pp,
         tg_tokens_per_s: tg,
-        peak_rss_bytes: peak_rss_bytes(),
+        peak_rss_bytes,
+        copy_bytes_per_s,
         composed_ops: model
             .capability_report()
             .composed_ops()

@@ -157,6 +157,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let doc = Document {
         model: model.display().to_string(),
         model_bytes,
+        weight_bytes_per_token: rbees_model::GgufFile::open(&model)
+            .ok()
+            .map(|gguf| gguf.decode_weight_bytes()),
         threads,
         pp: args.pp,
         tg: args.tg,

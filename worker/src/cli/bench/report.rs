@@ -76,6 +76,8 @@ impl Row {
 pub struct Document {
     pub model: String,
     pub model_bytes: u64,
+    /// Weight bytes one decode step reads (see `GgufFile::decode_weight_bytes`).
+    pub weight_bytes_per_token: Option<u64>,
     pub threads: usize,
     pub pp: usize,
     pub tg: usize,
@@ -133,7 +135,37 @@ pub fn markdown(doc: &Document) -> String {
         doc.model,
         doc.model_bytes as f64 / 1048576.0
     );
+    for line in bandwidth_bounds(doc) {
+        let _ = writeln!(out, "{line}");
+    }
     out
+}
+
+/// For rows with a measured copy bandwidth: the decode bound it sets
+/// (bandwidth / weight bytes per token) and how close decode came to it.
+fn bandwidth_bounds(doc: &Document) -> Vec<String> {
+    let Some(weights) = doc.weight_bytes_per_token.filter(|&w| w > 0) else {
+        return Vec::new();
+    };
+    doc.results
+        .iter()
+        .filter_map(|row| {
+            let m = row.measured.as_ref()?;
+            let bandwidth = m.copy_bytes_per_s?;
+            let bound = bandwidth / weights as f64;
+            let achieved = row.tg.map_or(String::new(), |tg| {
+                format!("; tg{} median {:.1} = {:.0}% of it", doc.tg, tg.median, 100.0 * tg.median / bound)
+            });
+            Some(format!(
+                "{} on {}: copy bandwidth {:.0} GB/s, {:.1} MiB of weights per token: bound {:.0} tokens/s{achieved}",
+                m.backend,
+                m.device,
+                bandwidth / 1e9,
+                weights as f64 / 1048576.0,
+                bound
+            ))
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -158,10 +190,12 @@ mod tests {
             tg_tokens_per_s: vec![13.7, 13.5, 13.9],
             peak_rss_bytes: Some(660 << 20),
             composed_ops: vec![],
+            copy_bytes_per_s: None,
         };
         let doc = Document {
             model: "m.gguf".into(),
             model_bytes: 98 << 20,
+            weight_bytes_per_token: Some(96 << 20),
             threads: 2,
             pp: 128,
             tg: 64,
@@ -189,5 +223,40 @@ mod tests {
             table.contains("| candle:cuda:0 | – | – | error: no GPU here |"),
             "{table}"
         );
+    }
+
+    #[test]
+    fn a_measured_bandwidth_gives_the_decode_bound_and_the_share_reached() {
+        let measured = Measured {
+            backend: "cuda-kernels".into(),
+            device: "cuda:0".into(),
+            load_ms: 100.0,
+            pp_tokens_per_s: vec![],
+            tg_tokens_per_s: vec![953.67431640625],
+            peak_rss_bytes: None,
+            composed_ops: vec![],
+            copy_bytes_per_s: Some(2e12),
+        };
+        let mut doc = Document {
+            model: "m.gguf".into(),
+            model_bytes: 1 << 30,
+            weight_bytes_per_token: Some(1000 << 20),
+            threads: 2,
+            pp: 0,
+            tg: 64,
+            reps: 1,
+            cpu: None,
+            rbees_version: "0",
+            unix_time: 0,
+            results: vec![Row::measured("cuda-kernels:cuda:0".into(), measured)],
+        };
+        // 2e12 B/s / 1000 MiB = 1907.3 tokens/s; 953.7 is half of it.
+        assert_eq!(
+            bandwidth_bounds(&doc),
+            vec!["cuda-kernels on cuda:0: copy bandwidth 2000 GB/s, 1000.0 MiB of weights per token: bound 1907 tokens/s; tg64 median 953.7 = 50% of it".to_string()]
+        );
+        assert!(markdown(&doc).contains("bound 1907 tokens/s"));
+        doc.weight_bytes_per_token = None;
+        assert!(bandwidth_bounds(&doc).is_empty());
     }
 }
