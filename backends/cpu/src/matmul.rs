@@ -17,8 +17,9 @@ use std::sync::Arc;
 use rbees_core::{BackendError, Result, WeightDType};
 
 use crate::pool::Pool;
-use crate::quant::{interleave_scales, quantize_row, BlockQ8, Q8x4, Scales4, QK};
-use crate::simd::{Kernels, QuantDot, QuantDot4, QuantDot8, QuantRows};
+use crate::quant::{interleave_scales, q8_k, quantize_row, BlockQ8, BlockQ8K, Q8x4, Scales4};
+use crate::quant::{QK, QK_K};
+use crate::simd::{KQuantDot, Kernels, QuantDot, QuantDot4, QuantDot8, QuantRows};
 use crate::tensor::CpuTensor;
 use crate::weight::{CpuWeight, Storage};
 
@@ -99,6 +100,34 @@ pub fn matmul(pool: &Pool, k: &Kernels, x: &CpuTensor, w: &CpuWeight) -> Result<
                             Storage::F32(wv) => f32_dot(&wv[r * kd..(r + 1) * kd], xr),
                             Storage::Blocks(bytes) => half_dot(&bytes[r * rb..(r + 1) * rb], xr),
                         };
+                    }
+                }
+            })?
+        }
+        WeightDType::Q4K | WeightDType::Q5K | WeightDType::Q6K => {
+            let dot: KQuantDot = match w.dtype {
+                WeightDType::Q4K => k.q4_k,
+                WeightDType::Q5K => k.q5_k,
+                _ => k.q6_k,
+            };
+            // Activations to Q8_K once per call, as ggml does for K-quants.
+            let nb = kd / QK_K;
+            let mut acts = vec![BlockQ8K::default(); m * nb];
+            if nb > 0 {
+                for (xr, qr) in x.data.chunks_exact(kd).zip(acts.chunks_exact_mut(nb)) {
+                    q8_k::quantize_row(xr, qr);
+                }
+            }
+            let acts = Arc::new(acts);
+            pool.run_bands(n * m, band * m, work, move |b, chunk| {
+                let Storage::Blocks(bytes) = storage.as_ref() else {
+                    return; // quantised types are always stored as blocks
+                };
+                for (j, o) in chunk.chunks_mut(m).enumerate() {
+                    let r = b * band + j;
+                    let w = &bytes[r * rb..(r + 1) * rb];
+                    for (v, xr) in o.iter_mut().zip(acts.chunks_exact(nb.max(1))) {
+                        *v = dot(w, xr);
                     }
                 }
             })?

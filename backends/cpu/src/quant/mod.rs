@@ -7,12 +7,17 @@
 pub mod float;
 pub mod q4_0;
 pub mod q4_1;
+pub mod q4_k;
+pub mod q5_k;
+pub mod q6_k;
 pub mod q8;
 pub mod q8_0;
+pub mod q8_k;
 
 use rbees_core::WeightDType;
 
 pub use q8::{interleave_scales, quantize_row, BlockQ8, Q8x4, Scales4, QK};
+pub use q8_k::{BlockQ8K, QK_K};
 
 /// Weight types this backend multiplies and looks up natively.
 pub fn supported_matmul_dtypes() -> &'static [WeightDType] {
@@ -23,6 +28,9 @@ pub fn supported_matmul_dtypes() -> &'static [WeightDType] {
         WeightDType::Q4_0,
         WeightDType::Q4_1,
         WeightDType::Q8_0,
+        WeightDType::Q4K,
+        WeightDType::Q5K,
+        WeightDType::Q6K,
     ]
 }
 
@@ -34,7 +42,7 @@ pub fn unsupported_reason(dtype: WeightDType) -> Option<String> {
     Some(match dtype {
         WeightDType::Q8K => format!("{dtype} is an activation-only type"),
         _ => format!(
-            "the cpu backend has no {dtype} kernels yet (it runs F32, F16, BF16, Q4_0, Q4_1 and Q8_0)"
+            "the cpu backend has no {dtype} kernels yet (it runs F32, F16, BF16, Q4_0, Q4_1, Q8_0, Q4_K, Q5_K and Q6_K)"
         ),
     })
 }
@@ -57,6 +65,9 @@ pub fn dequantize_row(dtype: WeightDType, bytes: &[u8], out: &mut [f32]) -> bool
         WeightDType::Q4_0 => q4_0::dequantize(bytes, out),
         WeightDType::Q4_1 => q4_1::dequantize(bytes, out),
         WeightDType::Q8_0 => q8_0::dequantize(bytes, out),
+        WeightDType::Q4K => q4_k::dequantize(bytes, out),
+        WeightDType::Q5K => q5_k::dequantize(bytes, out),
+        WeightDType::Q6K => q6_k::dequantize(bytes, out),
         _ => return false,
     }
     true

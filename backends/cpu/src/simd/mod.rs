@@ -4,8 +4,10 @@
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx2_k;
 
-use crate::quant::{self, BlockQ8, Q8x4};
+use crate::quant::{self, BlockQ8, BlockQ8K, Q8x4};
 
 /// One row of quantised weight bytes against Q8 activation blocks.
 pub type QuantDot = fn(&[u8], &[BlockQ8]) -> f32;
@@ -18,6 +20,8 @@ pub type QuantRows = fn(&[u8], usize, &[BlockQ8], &mut [f32]);
 pub type QuantDot4 = fn(&[u8], &Q8x4<'_>) -> [f32; 4];
 /// One row of quantised weight bytes against two groups of four rows.
 pub type QuantDot8 = fn(&[u8], &Q8x4<'_>, &Q8x4<'_>) -> [f32; 8];
+/// One row of K-quant weight bytes against Q8_K activation blocks.
+pub type KQuantDot = fn(&[u8], &[BlockQ8K]) -> f32;
 /// One row of half-precision weight bytes against f32 activations.
 pub type HalfDot = fn(&[u8], &[f32]) -> f32;
 /// Two f32 rows.
@@ -40,6 +44,9 @@ pub struct Kernels {
     pub q4_0_x4: QuantDot4,
     pub q4_1_x4: QuantDot4,
     pub q8_0_x4: QuantDot4,
+    pub q4_k: KQuantDot,
+    pub q5_k: KQuantDot,
+    pub q6_k: KQuantDot,
     pub f32: F32Dot,
     pub f16: HalfDot,
     pub bf16: HalfDot,
@@ -68,6 +75,9 @@ impl Kernels {
             q4_0_x4: |w, x| x.rows.map(|x| quant::q4_0::dot(w, x)),
             q4_1_x4: |w, x| x.rows.map(|x| quant::q4_1::dot(w, x)),
             q8_0_x4: |w, x| x.rows.map(|x| quant::q8_0::dot(w, x)),
+            q4_k: quant::q4_k::dot,
+            q5_k: quant::q5_k::dot,
+            q6_k: quant::q6_k::dot,
             f32: quant::float::dot_f32,
             f16: quant::float::dot_f16,
             bf16: quant::float::dot_bf16,
