@@ -4,8 +4,8 @@
 //!   block layout unchanged); F32 weights are plain f32.
 //! * `matmul` rounds each activation row once per call to Q8 blocks exactly
 //!   as ggml does (`d = max|x| / 127`, `q = round(x / d)`, `d` stored as
-//!   f16): Q8_0 for Q4_0/Q8_0 weights, Q8_1 (also carrying `d * Σq`) for
-//!   Q4_1 weights, Q8_K (256 per block, with the sums of each 16) for the
+//!   f16): Q8_0 for Q4_0/Q5_0/Q8_0 weights, Q8_1 (also carrying `d * Σq`)
+//!   for Q4_1/Q5_1 weights, Q8_K (256 per block, with the sums of each 16) for the
 //!   K-quants Q4_K, Q5_K and Q6_K. The block dot products are integer products with one
 //!   f32 scale per block, in AVX2/FMA intrinsics when the CPU has them
 //!   (checked at run time) and in portable scalar code otherwise. F32, F16

@@ -136,6 +136,8 @@ pub fn matmul(pool: &Pool, k: &Kernels, x: &CpuTensor, w: &CpuWeight) -> Result<
             let kernels = match dtype {
                 WeightDType::Q4_0 => (k.q4_0, k.q4_0_rows, k.q4_0_x4, k.q4_0_x8),
                 WeightDType::Q4_1 => (k.q4_1, k.q4_1_rows, k.q4_1_x4, k.q4_1_x8),
+                WeightDType::Q5_0 => (k.q5_0, k.q5_0_rows, k.q5_0_x4, k.q5_0_x8),
+                WeightDType::Q5_1 => (k.q5_1, k.q5_1_rows, k.q5_1_x4, k.q5_1_x8),
                 WeightDType::Q8_0 => (k.q8_0, k.q8_0_rows, k.q8_0_x4, k.q8_0_x8),
                 other => {
                     return Err(BackendError::Other(format!(

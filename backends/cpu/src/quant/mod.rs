@@ -8,6 +8,8 @@ pub mod float;
 pub mod q4_0;
 pub mod q4_1;
 pub mod q4_k;
+pub mod q5_0;
+pub mod q5_1;
 pub mod q5_k;
 pub mod q6_k;
 pub mod q8;
@@ -27,6 +29,8 @@ pub fn supported_matmul_dtypes() -> &'static [WeightDType] {
         WeightDType::BF16,
         WeightDType::Q4_0,
         WeightDType::Q4_1,
+        WeightDType::Q5_0,
+        WeightDType::Q5_1,
         WeightDType::Q8_0,
         WeightDType::Q4K,
         WeightDType::Q5K,
@@ -42,7 +46,7 @@ pub fn unsupported_reason(dtype: WeightDType) -> Option<String> {
     Some(match dtype {
         WeightDType::Q8K => format!("{dtype} is an activation-only type"),
         _ => format!(
-            "the cpu backend has no {dtype} kernels yet (it runs F32, F16, BF16, Q4_0, Q4_1, Q8_0, Q4_K, Q5_K and Q6_K)"
+            "the cpu backend has no {dtype} kernels yet (it runs F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K and Q6_K)"
         ),
     })
 }
@@ -64,6 +68,8 @@ pub fn dequantize_row(dtype: WeightDType, bytes: &[u8], out: &mut [f32]) -> bool
         WeightDType::BF16 => float::dequantize_bf16(bytes, out),
         WeightDType::Q4_0 => q4_0::dequantize(bytes, out),
         WeightDType::Q4_1 => q4_1::dequantize(bytes, out),
+        WeightDType::Q5_0 => q5_0::dequantize(bytes, out),
+        WeightDType::Q5_1 => q5_1::dequantize(bytes, out),
         WeightDType::Q8_0 => q8_0::dequantize(bytes, out),
         WeightDType::Q4K => q4_k::dequantize(bytes, out),
         WeightDType::Q5K => q5_k::dequantize(bytes, out),

@@ -35,12 +35,11 @@ pub fn kernels() -> Option<Kernels> {
         q4_1_x4: dot4_q4_1,
         q8_0_x4: dot4_q8_0,
         q4_k: super::avx2_k::dot_q4_k,
-        // The portable code, which the compiler vectorises.
-        q5_k: crate::quant::q5_k::dot,
         q6_k: super::avx2_k::dot_q6_k,
         f32: dot_f32,
         f16: dot_f16,
-        bf16: crate::quant::float::dot_bf16,
+        // Q5_0, Q5_1, Q5_K and BF16: the portable code, which the compiler vectorises.
+        ..Kernels::scalar()
     })
 }
 
