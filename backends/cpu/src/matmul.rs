@@ -19,7 +19,8 @@ use rbees_core::{BackendError, Result, WeightDType};
 use crate::pool::Pool;
 use crate::quant::{interleave_scales, q8_k, quantize_row, BlockQ8, BlockQ8K, Q8x4, Scales4};
 use crate::quant::{QK, QK_K};
-use crate::simd::{KQuantDot, Kernels, QuantDot, QuantDot4, QuantDot8, QuantRows};
+use crate::simd::{KQuantDot, KQuantDot4, KQuantRows, Kernels};
+use crate::simd::{QuantDot, QuantDot4, QuantDot8, QuantRows};
 use crate::tensor::CpuTensor;
 use crate::weight::{CpuWeight, Storage};
 
@@ -105,10 +106,10 @@ pub fn matmul(pool: &Pool, k: &Kernels, x: &CpuTensor, w: &CpuWeight) -> Result<
             })?
         }
         WeightDType::Q4K | WeightDType::Q5K | WeightDType::Q6K => {
-            let dot: KQuantDot = match w.dtype {
-                WeightDType::Q4K => k.q4_k,
-                WeightDType::Q5K => k.q5_k,
-                _ => k.q6_k,
+            let (dot, dot_rows, dot4): (KQuantDot, KQuantRows, KQuantDot4) = match w.dtype {
+                WeightDType::Q4K => (k.q4_k, k.q4_k_rows, k.q4_k_x4),
+                WeightDType::Q5K => (k.q5_k, k.q5_k_rows, k.q5_k_x4),
+                _ => (k.q6_k, k.q6_k_rows, k.q6_k_x4),
             };
             // Activations to Q8_K once per call, as ggml does for K-quants.
             let nb = kd / QK_K;
@@ -123,11 +124,26 @@ pub fn matmul(pool: &Pool, k: &Kernels, x: &CpuTensor, w: &CpuWeight) -> Result<
                 let Storage::Blocks(bytes) = storage.as_ref() else {
                     return; // quantised types are always stored as blocks
                 };
+                let first = b * band;
+                let row = |i: usize| &acts[i * nb..(i + 1) * nb];
+                if m == 1 {
+                    // Decode: the whole band in one kernel call.
+                    let rows = &bytes[first * rb..(first + chunk.len()) * rb];
+                    dot_rows(rows, rb, row(0), chunk);
+                    return;
+                }
                 for (j, o) in chunk.chunks_mut(m).enumerate() {
-                    let r = b * band + j;
+                    let r = first + j;
                     let w = &bytes[r * rb..(r + 1) * rb];
-                    for (v, xr) in o.iter_mut().zip(acts.chunks_exact(nb.max(1))) {
-                        *v = dot(w, xr);
+                    // Four activation rows per call (the weight block is
+                    // unpacked once for four), then one by one.
+                    let mut groups = o.chunks_exact_mut(4);
+                    for (g, o4) in (&mut groups).enumerate() {
+                        o4.copy_from_slice(&dot4(w, [0, 1, 2, 3].map(|t| row(4 * g + t))));
+                    }
+                    let done = m - groups.into_remainder().len();
+                    for (i, v) in o.iter_mut().enumerate().skip(done) {
+                        *v = dot(w, row(i));
                     }
                 }
             })?

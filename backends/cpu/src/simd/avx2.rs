@@ -36,6 +36,10 @@ pub fn kernels() -> Option<Kernels> {
         q8_0_x4: dot4_q8_0,
         q4_k: super::avx2_k::dot_q4_k,
         q6_k: super::avx2_k::dot_q6_k,
+        q4_k_rows: super::avx2_k::rows_q4_k,
+        q6_k_rows: super::avx2_k::rows_q6_k,
+        q4_k_x4: super::avx2_k::dot4_q4_k,
+        q6_k_x4: super::avx2_k::dot4_q6_k,
         f32: dot_f32,
         f16: dot_f16,
         // Q5_0, Q5_1, Q5_K and BF16: the portable code, which the compiler vectorises.

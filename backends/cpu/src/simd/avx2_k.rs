@@ -8,18 +8,70 @@ use crate::quant::{q4_k, q6_k, BlockQ8K};
 
 // The safe wrappers are only installed by `avx2::kernels()` after the CPU
 // feature check, which makes calling the bodies sound; they bound the block
-// count by both slices.
+// count by every slice.
 
 pub fn dot_q4_k(w: &[u8], x: &[BlockQ8K]) -> f32 {
     let nb = x.len().min(w.len() / q4_k::BLOCK_BYTES);
     // SAFETY: see above; `nb` blocks of `w` and `x` are in bounds.
-    unsafe { q4_k_body(w.as_ptr(), x.as_ptr(), nb) }
+    unsafe { q4_k_body::<1>(w.as_ptr(), [x.as_ptr()], nb)[0] }
 }
 
 pub fn dot_q6_k(w: &[u8], x: &[BlockQ8K]) -> f32 {
     let nb = x.len().min(w.len() / q6_k::BLOCK_BYTES);
     // SAFETY: as in `dot_q4_k`.
-    unsafe { q6_k_body(w.as_ptr(), x.as_ptr(), nb) }
+    unsafe { q6_k_body::<1>(w.as_ptr(), [x.as_ptr()], nb)[0] }
+}
+
+/// Blocks every slice of a four-row call has.
+fn blocks4(w: &[u8], block_bytes: usize, x: &[&[BlockQ8K]; 4]) -> usize {
+    x.iter().map(|r| r.len()).fold(w.len() / block_bytes, usize::min)
+}
+
+pub fn dot4_q4_k(w: &[u8], x: [&[BlockQ8K]; 4]) -> [f32; 4] {
+    let nb = blocks4(w, q4_k::BLOCK_BYTES, &x);
+    // SAFETY: as in `dot_q4_k`, for each of the four rows.
+    unsafe { q4_k_body::<4>(w.as_ptr(), x.map(|r| r.as_ptr()), nb) }
+}
+
+pub fn dot4_q6_k(w: &[u8], x: [&[BlockQ8K]; 4]) -> [f32; 4] {
+    let nb = blocks4(w, q6_k::BLOCK_BYTES, &x);
+    // SAFETY: as in `dot4_q4_k`.
+    unsafe { q6_k_body::<4>(w.as_ptr(), x.map(|r| r.as_ptr()), nb) }
+}
+
+/// `(blocks per row, rows)` that `w`, `x` and `out` all have room for.
+fn rows_extent(w: &[u8], rb: usize, block_bytes: usize, x: &[BlockQ8K], out: &[f32]) -> (usize, usize) {
+    (x.len().min(rb / block_bytes), out.len().min(w.len() / rb.max(1)))
+}
+
+pub fn rows_q4_k(w: &[u8], rb: usize, x: &[BlockQ8K], out: &mut [f32]) {
+    let (nb, n) = rows_extent(w, rb, q4_k::BLOCK_BYTES, x, out);
+    // SAFETY: as in `dot_q4_k`; each of the `n` rows of `w` holds `nb` blocks.
+    unsafe { q4_k_rows_body(w.as_ptr(), rb, x.as_ptr(), nb, &mut out[..n]) }
+}
+
+pub fn rows_q6_k(w: &[u8], rb: usize, x: &[BlockQ8K], out: &mut [f32]) {
+    let (nb, n) = rows_extent(w, rb, q6_k::BLOCK_BYTES, x, out);
+    // SAFETY: as in `rows_q4_k`.
+    unsafe { q6_k_rows_body(w.as_ptr(), rb, x.as_ptr(), nb, &mut out[..n]) }
+}
+
+/// # Safety
+/// As [`q4_k_body`] for each of the `out.len()` rows, `rb` bytes apart.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q4_k_rows_body(w: *const u8, rb: usize, x: *const BlockQ8K, nb: usize, out: &mut [f32]) {
+    for (j, o) in out.iter_mut().enumerate() {
+        *o = q4_k_body::<1>(w.add(j * rb), [x], nb)[0];
+    }
+}
+
+/// # Safety
+/// As [`q6_k_body`] for each of the `out.len()` rows, `rb` bytes apart.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q6_k_rows_body(w: *const u8, rb: usize, x: *const BlockQ8K, nb: usize, out: &mut [f32]) {
+    for (j, o) in out.iter_mut().enumerate() {
+        *o = q6_k_body::<1>(w.add(j * rb), [x], nb)[0];
+    }
 }
 
 #[inline]
@@ -60,18 +112,21 @@ unsafe fn scales_and_mins(s: *const u8) -> [u32; 4] {
     ]
 }
 
+/// One weight row against `R` activation rows: the weight block's
+/// nibbles and scales are unpacked once for all `R`.
+///
 /// # Safety
-/// AVX2/FMA/F16C must be available; `w` must hold `nb` Q4_K blocks and `x` `nb` blocks.
+/// AVX2/FMA/F16C must be available; `w` must hold `nb` Q4_K blocks and
+/// each `x[r]` `nb` blocks.
+#[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q4_k_body(w: *const u8, x: *const BlockQ8K, nb: usize) -> f32 {
+unsafe fn q4_k_body<const R: usize>(w: *const u8, x: [*const BlockQ8K; R], nb: usize) -> [f32; R] {
     let m4 = _mm256_set1_epi8(0x0F);
-    let mut acc = _mm256_setzero_ps();
-    let mut acc_m = _mm_setzero_ps();
+    let mut acc = [_mm256_setzero_ps(); R];
+    let mut acc_m = [_mm_setzero_ps(); R];
     for i in 0..nb {
         let b = w.add(i * q4_k::BLOCK_BYTES);
-        let y = &*x.add(i);
-        let d = y.d * f16_at(b);
-        let dmin = -y.d * f16_at(b.add(2));
+        let (d_w, dmin_w) = (f16_at(b), f16_at(b.add(2)));
         let u = scales_and_mins(b.add(4));
         // 16 i16: the eight scales, then the eight minimums.
         let mins_and_scales = _mm256_cvtepu8_epi16(_mm_set_epi32(
@@ -80,132 +135,120 @@ unsafe fn q4_k_body(w: *const u8, x: *const BlockQ8K, nb: usize) -> f32 {
             u[1] as i32,
             u[0] as i32,
         ));
-        // Minimums times the sums of each 32 activations (pairs of bsums).
-        let q8sums = _mm256_loadu_si256(y.bsums.as_ptr() as *const __m256i);
-        let q8s = _mm_hadd_epi16(
-            _mm256_castsi256_si128(q8sums),
-            _mm256_extracti128_si256::<1>(q8sums),
-        );
-        let prod = _mm_madd_epi16(_mm256_extracti128_si256::<1>(mins_and_scales), q8s);
-        acc_m = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(prod), acc_m);
-
+        let mins = _mm256_extracti128_si256::<1>(mins_and_scales);
         let sc128 = _mm256_castsi256_si128(mins_and_scales);
         let scales = _mm256_set_m128i(sc128, sc128);
-        let mut sumi = _mm256_setzero_si256();
-        let mut q4 = b.add(16);
-        let mut q8 = y.qs.as_ptr();
+        // Per 64 values: low and high nibbles, and the i16 scale of each
+        // half broadcast (sub-blocks 2j and 2j + 1).
+        let mut q4l = [_mm256_setzero_si256(); 4];
+        let mut q4h = [_mm256_setzero_si256(); 4];
+        let mut scale_l = [_mm256_setzero_si256(); 4];
+        let mut scale_h = [_mm256_setzero_si256(); 4];
         for j in 0..4 {
-            // Broadcast the i16 scale of sub-blocks 2j and 2j + 1.
+            let q4bits = _mm256_loadu_si256(b.add(16 + 32 * j) as *const __m256i);
+            q4l[j] = _mm256_and_si256(q4bits, m4);
+            q4h[j] = _mm256_and_si256(_mm256_srli_epi16::<4>(q4bits), m4);
             let lo = (4 * j) as i16;
-            let scale_l = _mm256_shuffle_epi8(scales, _mm256_set1_epi16(((lo + 1) << 8) | lo));
+            scale_l[j] = _mm256_shuffle_epi8(scales, _mm256_set1_epi16(((lo + 1) << 8) | lo));
             let hi = lo + 2;
-            let scale_h = _mm256_shuffle_epi8(scales, _mm256_set1_epi16(((hi + 1) << 8) | hi));
-            let q4bits = _mm256_loadu_si256(q4 as *const __m256i);
-            q4 = q4.add(32);
-            let q4l = _mm256_and_si256(q4bits, m4);
-            let q4h = _mm256_and_si256(_mm256_srli_epi16::<4>(q4bits), m4);
-            let q8l = _mm256_loadu_si256(q8 as *const __m256i);
-            let p16l = _mm256_madd_epi16(scale_l, _mm256_maddubs_epi16(q4l, q8l));
-            let q8h = _mm256_loadu_si256(q8.add(32) as *const __m256i);
-            let p16h = _mm256_madd_epi16(scale_h, _mm256_maddubs_epi16(q4h, q8h));
-            q8 = q8.add(64);
-            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p16l, p16h));
+            scale_h[j] = _mm256_shuffle_epi8(scales, _mm256_set1_epi16(((hi + 1) << 8) | hi));
         }
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+        for r in 0..R {
+            let y = &*x[r].add(i);
+            // Minimums times the sums of each 32 activations (pairs of bsums).
+            let q8sums = _mm256_loadu_si256(y.bsums.as_ptr() as *const __m256i);
+            let q8s = _mm_hadd_epi16(
+                _mm256_castsi256_si128(q8sums),
+                _mm256_extracti128_si256::<1>(q8sums),
+            );
+            let prod = _mm_madd_epi16(mins, q8s);
+            acc_m[r] = _mm_fmadd_ps(_mm_set1_ps(-y.d * dmin_w), _mm_cvtepi32_ps(prod), acc_m[r]);
+            let q8 = y.qs.as_ptr();
+            let mut sumi = _mm256_setzero_si256();
+            for j in 0..4 {
+                let q8l = _mm256_loadu_si256(q8.add(64 * j) as *const __m256i);
+                let q8h = _mm256_loadu_si256(q8.add(64 * j + 32) as *const __m256i);
+                let p16l = _mm256_madd_epi16(scale_l[j], _mm256_maddubs_epi16(q4l[j], q8l));
+                let p16h = _mm256_madd_epi16(scale_h[j], _mm256_maddubs_epi16(q4h[j], q8h));
+                sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p16l, p16h));
+            }
+            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(y.d * d_w), _mm256_cvtepi32_ps(sumi), acc[r]);
+        }
     }
-    let acc_m = _mm_add_ps(acc_m, _mm_movehl_ps(acc_m, acc_m));
-    let acc_m = _mm_add_ss(acc_m, _mm_movehdup_ps(acc_m));
-    hsum_ps(acc) + _mm_cvtss_f32(acc_m)
+    let mut out = [0f32; R];
+    for r in 0..R {
+        let m = _mm_add_ps(acc_m[r], _mm_movehl_ps(acc_m[r], acc_m[r]));
+        let m = _mm_add_ss(m, _mm_movehdup_ps(m));
+        out[r] = hsum_ps(acc[r]) + _mm_cvtss_f32(m);
+    }
+    out
 }
 
+/// One weight row against `R` activation rows: the 6-bit values and the
+/// scales of each weight block are unpacked once for all `R`.
+///
 /// # Safety
-/// AVX2/FMA/F16C must be available; `w` must hold `nb` Q6_K blocks and `x` `nb` blocks.
+/// AVX2/FMA/F16C must be available; `w` must hold `nb` Q6_K blocks and
+/// each `x[r]` `nb` blocks.
+#[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q6_k_body(w: *const u8, x: *const BlockQ8K, nb: usize) -> f32 {
+unsafe fn q6_k_body<const R: usize>(w: *const u8, x: [*const BlockQ8K; R], nb: usize) -> [f32; R] {
     let m4 = _mm256_set1_epi8(0x0F);
     let m2 = _mm256_set1_epi8(0x30);
     let m32s = _mm256_set1_epi8(32);
-    let mut acc = _mm256_setzero_ps();
+    let mut acc = [_mm256_setzero_ps(); R];
     for i in 0..nb {
         let b = w.add(i * q6_k::BLOCK_BYTES);
-        let y = &*x.add(i);
-        let d = y.d * f16_at(b.add(208));
-        let mut ql = b;
-        let mut qh = b.add(128);
-        let mut q8 = y.qs.as_ptr();
+        let d_w = f16_at(b.add(208));
         // The 16 i8 scales, one per 16 values in order.
         let scales = _mm_loadu_si128(b.add(192) as *const __m128i);
-        let mut sumi = _mm256_setzero_si256();
+        // Values 32k..32k + 32 as unsigned 6-bit (q + 32), and the i16
+        // scales of their two 16-value groups.
+        let mut q = [_mm256_setzero_si256(); 8];
+        let mut sc = [_mm256_setzero_si256(); 8];
         for half in 0..2 {
+            let ql = b.add(64 * half);
             let q4bits1 = _mm256_loadu_si256(ql as *const __m256i);
             let q4bits2 = _mm256_loadu_si256(ql.add(32) as *const __m256i);
-            let q4bits_h = _mm256_loadu_si256(qh as *const __m256i);
-            ql = ql.add(64);
-            qh = qh.add(32);
-
+            let q4bits_h = _mm256_loadu_si256(b.add(128 + 32 * half) as *const __m256i);
             let q4h0 = _mm256_and_si256(_mm256_slli_epi16::<4>(q4bits_h), m2);
             let q4h1 = _mm256_and_si256(_mm256_slli_epi16::<2>(q4bits_h), m2);
             let q4h2 = _mm256_and_si256(q4bits_h, m2);
             let q4h3 = _mm256_and_si256(_mm256_srli_epi16::<2>(q4bits_h), m2);
-
-            let q4_0 = _mm256_or_si256(_mm256_and_si256(q4bits1, m4), q4h0);
-            let q4_1 = _mm256_or_si256(_mm256_and_si256(q4bits2, m4), q4h1);
-            let q4_2 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(q4bits1), m4), q4h2);
-            let q4_3 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(q4bits2), m4), q4h3);
-
-            let q8_0 = _mm256_loadu_si256(q8 as *const __m256i);
-            let q8_1 = _mm256_loadu_si256(q8.add(32) as *const __m256i);
-            let q8_2 = _mm256_loadu_si256(q8.add(64) as *const __m256i);
-            let q8_3 = _mm256_loadu_si256(q8.add(96) as *const __m256i);
-            q8 = q8.add(128);
-
-            // (q - 32) · q8 = q · q8 - 32 · q8, with q unsigned for maddubs.
-            let q8s_0 = _mm256_maddubs_epi16(m32s, q8_0);
-            let q8s_1 = _mm256_maddubs_epi16(m32s, q8_1);
-            let q8s_2 = _mm256_maddubs_epi16(m32s, q8_2);
-            let q8s_3 = _mm256_maddubs_epi16(m32s, q8_3);
-            let p16_0 = _mm256_sub_epi16(_mm256_maddubs_epi16(q4_0, q8_0), q8s_0);
-            let p16_1 = _mm256_sub_epi16(_mm256_maddubs_epi16(q4_1, q8_1), q8s_1);
-            let p16_2 = _mm256_sub_epi16(_mm256_maddubs_epi16(q4_2, q8_2), q8s_2);
-            let p16_3 = _mm256_sub_epi16(_mm256_maddubs_epi16(q4_3, q8_3), q8s_3);
-
-            // Each 32-value vector spans two 16-value groups: scales 2k, 2k + 1
-            // of this half (groups are in order, 8 per half).
-            let group_scales = |k: i32| {
-                let g0 = (8 * half + 2 * k) as i8;
-                let pair = _mm_shuffle_epi8(
-                    scales,
-                    _mm_set_epi8(
-                        g0 + 1,
-                        g0 + 1,
-                        g0 + 1,
-                        g0 + 1,
-                        g0 + 1,
-                        g0 + 1,
-                        g0 + 1,
-                        g0 + 1,
-                        g0,
-                        g0,
-                        g0,
-                        g0,
-                        g0,
-                        g0,
-                        g0,
-                        g0,
-                    ),
-                );
-                _mm256_cvtepi8_epi16(pair)
-            };
-            let p0 = _mm256_madd_epi16(group_scales(0), p16_0);
-            let p1 = _mm256_madd_epi16(group_scales(1), p16_1);
-            let p2 = _mm256_madd_epi16(group_scales(2), p16_2);
-            let p3 = _mm256_madd_epi16(group_scales(3), p16_3);
-            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p0, p1));
-            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p2, p3));
+            let k = 4 * half;
+            q[k] = _mm256_or_si256(_mm256_and_si256(q4bits1, m4), q4h0);
+            q[k + 1] = _mm256_or_si256(_mm256_and_si256(q4bits2, m4), q4h1);
+            q[k + 2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(q4bits1), m4), q4h2);
+            q[k + 3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(q4bits2), m4), q4h3);
         }
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+        for (v, s) in sc.iter_mut().enumerate() {
+            let g0 = (2 * v) as i8;
+            let pair = _mm_shuffle_epi8(
+                scales,
+                _mm_set_epi8(
+                    g0 + 1, g0 + 1, g0 + 1, g0 + 1, g0 + 1, g0 + 1, g0 + 1, g0 + 1,
+                    g0, g0, g0, g0, g0, g0, g0, g0,
+                ),
+            );
+            *s = _mm256_cvtepi8_epi16(pair);
+        }
+        for r in 0..R {
+            let y = &*x[r].add(i);
+            let q8 = y.qs.as_ptr();
+            let mut sumi = _mm256_setzero_si256();
+            for v in 0..8 {
+                let q8v = _mm256_loadu_si256(q8.add(32 * v) as *const __m256i);
+                // (q - 32) · q8 = q · q8 - 32 · q8, with q unsigned for maddubs.
+                let p16 = _mm256_sub_epi16(
+                    _mm256_maddubs_epi16(q[v], q8v),
+                    _mm256_maddubs_epi16(m32s, q8v),
+                );
+                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(sc[v], p16));
+            }
+            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(y.d * d_w), _mm256_cvtepi32_ps(sumi), acc[r]);
+        }
     }
-    hsum_ps(acc)
+    acc.map(|a| hsum_ps(a))
 }
 
 #[cfg(test)]
@@ -259,6 +302,36 @@ mod tests {
             let w = blocks(&mut rng, nb, q6_k::BLOCK_BYTES, &[208]);
             let (s, v) = (q6_k::dot(&w, &x), dot_q6_k(&w, &x));
             assert!(close(s, v), "q6_k nb={nb}: scalar {s} avx2 {v}");
+        }
+    }
+
+    #[test]
+    fn four_row_and_band_kernels_equal_one_row_at_a_time() {
+        if !available() {
+            return;
+        }
+        let mut rng = rand::rngs::StdRng::seed_from_u64(12);
+        let nb = 3;
+        let x: Vec<Vec<BlockQ8K>> = (0..4).map(|_| acts(&mut rng, nb)).collect();
+        let xs = [&x[0][..], &x[1][..], &x[2][..], &x[3][..]];
+        type Set = (fn(&[u8], &[BlockQ8K]) -> f32, fn(&[u8], [&[BlockQ8K]; 4]) -> [f32; 4]);
+        type Rows = fn(&[u8], usize, &[BlockQ8K], &mut [f32]);
+        let sets: [(&str, usize, usize, Set, Rows); 2] = [
+            ("q4_k", q4_k::BLOCK_BYTES, 0, (dot_q4_k, dot4_q4_k), rows_q4_k),
+            ("q6_k", q6_k::BLOCK_BYTES, 208, (dot_q6_k, dot4_q6_k), rows_q6_k),
+        ];
+        for (name, bytes, scale_at, (one, four), rows) in sets {
+            let scale_at: &[usize] = if scale_at == 0 { &[0, 2] } else { &[208] };
+            let w = blocks(&mut rng, 5 * nb, bytes, scale_at);
+            let rb = nb * bytes;
+            let row = &w[..rb];
+            let want = xs.map(|x| one(row, x));
+            assert_eq!(four(row, xs), want, "{name} four rows");
+            let mut band = vec![0f32; 5];
+            rows(&w, rb, &x[1], &mut band);
+            for (j, v) in band.iter().enumerate() {
+                assert_eq!(*v, one(&w[j * rb..(j + 1) * rb], &x[1]), "{name} band row {j}");
+            }
         }
     }
 }

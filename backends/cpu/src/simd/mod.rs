@@ -22,6 +22,11 @@ pub type QuantDot4 = fn(&[u8], &Q8x4<'_>) -> [f32; 4];
 pub type QuantDot8 = fn(&[u8], &Q8x4<'_>, &Q8x4<'_>) -> [f32; 8];
 /// One row of K-quant weight bytes against Q8_K activation blocks.
 pub type KQuantDot = fn(&[u8], &[BlockQ8K]) -> f32;
+/// Consecutive K-quant weight rows (`row_bytes` each) against one row of
+/// Q8_K activations (decode).
+pub type KQuantRows = fn(&[u8], usize, &[BlockQ8K], &mut [f32]);
+/// One K-quant weight row against four rows of Q8_K activations (prompt).
+pub type KQuantDot4 = fn(&[u8], [&[BlockQ8K]; 4]) -> [f32; 4];
 /// One row of half-precision weight bytes against f32 activations.
 pub type HalfDot = fn(&[u8], &[f32]) -> f32;
 /// Two f32 rows.
@@ -55,6 +60,12 @@ pub struct Kernels {
     pub q4_k: KQuantDot,
     pub q5_k: KQuantDot,
     pub q6_k: KQuantDot,
+    pub q4_k_rows: KQuantRows,
+    pub q5_k_rows: KQuantRows,
+    pub q6_k_rows: KQuantRows,
+    pub q4_k_x4: KQuantDot4,
+    pub q5_k_x4: KQuantDot4,
+    pub q6_k_x4: KQuantDot4,
     pub f32: F32Dot,
     pub f16: HalfDot,
     pub bf16: HalfDot,
@@ -94,6 +105,12 @@ impl Kernels {
             q4_k: quant::q4_k::dot,
             q5_k: quant::q5_k::dot,
             q6_k: quant::q6_k::dot,
+            q4_k_rows: |w, rb, x, out| k_rows_with(quant::q4_k::dot, w, rb, x, out),
+            q5_k_rows: |w, rb, x, out| k_rows_with(quant::q5_k::dot, w, rb, x, out),
+            q6_k_rows: |w, rb, x, out| k_rows_with(quant::q6_k::dot, w, rb, x, out),
+            q4_k_x4: |w, x| x.map(|x| quant::q4_k::dot(w, x)),
+            q5_k_x4: |w, x| x.map(|x| quant::q5_k::dot(w, x)),
+            q6_k_x4: |w, x| x.map(|x| quant::q6_k::dot(w, x)),
             f32: quant::float::dot_f32,
             f16: quant::float::dot_f16,
             bf16: quant::float::dot_bf16,
@@ -112,6 +129,13 @@ impl Kernels {
 
 /// [`QuantRows`] from a one-row dot product.
 fn rows_with(dot: QuantDot, w: &[u8], row_bytes: usize, x: &[BlockQ8], out: &mut [f32]) {
+    for (o, row) in out.iter_mut().zip(w.chunks_exact(row_bytes.max(1))) {
+        *o = dot(row, x);
+    }
+}
+
+/// [`KQuantRows`] from a one-row dot product.
+fn k_rows_with(dot: KQuantDot, w: &[u8], row_bytes: usize, x: &[BlockQ8K], out: &mut [f32]) {
     for (o, row) in out.iter_mut().zip(w.chunks_exact(row_bytes.max(1))) {
         *o = dot(row, x);
     }
