@@ -24,7 +24,9 @@ pub fn dot_q6_k(w: &[u8], x: &[BlockQ8K]) -> f32 {
 
 /// Blocks every slice of a four-row call has.
 fn blocks4(w: &[u8], block_bytes: usize, x: &[&[BlockQ8K]; 4]) -> usize {
-    x.iter().map(|r| r.len()).fold(w.len() / block_bytes, usize::min)
+    x.iter()
+        .map(|r| r.len())
+        .fold(w.len() / block_bytes, usize::min)
 }
 
 pub fn dot4_q4_k(w: &[u8], x: [&[BlockQ8K]; 4]) -> [f32; 4] {
@@ -40,8 +42,17 @@ pub fn dot4_q6_k(w: &[u8], x: [&[BlockQ8K]; 4]) -> [f32; 4] {
 }
 
 /// `(blocks per row, rows)` that `w`, `x` and `out` all have room for.
-fn rows_extent(w: &[u8], rb: usize, block_bytes: usize, x: &[BlockQ8K], out: &[f32]) -> (usize, usize) {
-    (x.len().min(rb / block_bytes), out.len().min(w.len() / rb.max(1)))
+fn rows_extent(
+    w: &[u8],
+    rb: usize,
+    block_bytes: usize,
+    x: &[BlockQ8K],
+    out: &[f32],
+) -> (usize, usize) {
+    (
+        x.len().min(rb / block_bytes),
+        out.len().min(w.len() / rb.max(1)),
+    )
 }
 
 pub fn rows_q4_k(w: &[u8], rb: usize, x: &[BlockQ8K], out: &mut [f32]) {
@@ -226,8 +237,22 @@ unsafe fn q6_k_body<const R: usize>(w: *const u8, x: [*const BlockQ8K; R], nb: u
             let pair = _mm_shuffle_epi8(
                 scales,
                 _mm_set_epi8(
-                    g0 + 1, g0 + 1, g0 + 1, g0 + 1, g0 + 1, g0 + 1, g0 + 1, g0 + 1,
-                    g0, g0, g0, g0, g0, g0, g0, g0,
+                    g0 + 1,
+                    g0 + 1,
+                    g0 + 1,
+                    g0 + 1,
+                    g0 + 1,
+                    g0 + 1,
+                    g0 + 1,
+                    g0 + 1,
+                    g0,
+                    g0,
+                    g0,
+                    g0,
+                    g0,
+                    g0,
+                    g0,
+                    g0,
                 ),
             );
             *s = _mm256_cvtepi8_epi16(pair);
@@ -314,11 +339,26 @@ mod tests {
         let nb = 3;
         let x: Vec<Vec<BlockQ8K>> = (0..4).map(|_| acts(&mut rng, nb)).collect();
         let xs = [&x[0][..], &x[1][..], &x[2][..], &x[3][..]];
-        type Set = (fn(&[u8], &[BlockQ8K]) -> f32, fn(&[u8], [&[BlockQ8K]; 4]) -> [f32; 4]);
+        type Set = (
+            fn(&[u8], &[BlockQ8K]) -> f32,
+            fn(&[u8], [&[BlockQ8K]; 4]) -> [f32; 4],
+        );
         type Rows = fn(&[u8], usize, &[BlockQ8K], &mut [f32]);
         let sets: [(&str, usize, usize, Set, Rows); 2] = [
-            ("q4_k", q4_k::BLOCK_BYTES, 0, (dot_q4_k, dot4_q4_k), rows_q4_k),
-            ("q6_k", q6_k::BLOCK_BYTES, 208, (dot_q6_k, dot4_q6_k), rows_q6_k),
+            (
+                "q4_k",
+                q4_k::BLOCK_BYTES,
+                0,
+                (dot_q4_k, dot4_q4_k),
+                rows_q4_k,
+            ),
+            (
+                "q6_k",
+                q6_k::BLOCK_BYTES,
+                208,
+                (dot_q6_k, dot4_q6_k),
+                rows_q6_k,
+            ),
         ];
         for (name, bytes, scale_at, (one, four), rows) in sets {
             let scale_at: &[usize] = if scale_at == 0 { &[0, 2] } else { &[208] };
@@ -330,7 +370,11 @@ mod tests {
             let mut band = vec![0f32; 5];
             rows(&w, rb, &x[1], &mut band);
             for (j, v) in band.iter().enumerate() {
-                assert_eq!(*v, one(&w[j * rb..(j + 1) * rb], &x[1]), "{name} band row {j}");
+                assert_eq!(
+                    *v,
+                    one(&w[j * rb..(j + 1) * rb], &x[1]),
+                    "{name} band row {j}"
+                );
             }
         }
     }
