@@ -136,14 +136,14 @@ fn quantised_product_is_close_to_the_exact_one() {
 #[test]
 fn unsupported_types_are_refused_with_a_reason() {
     let b = backend(1, false);
-    let support = b.supports(rbees_core::Op::MatMul, Some(WeightDType::Q6K));
+    let support = b.supports(rbees_core::Op::MatMul, Some(WeightDType::Q3K));
     match support {
-        rbees_core::Support::Unsupported(why) => assert!(why.contains("Q6_K"), "{why}"),
+        rbees_core::Support::Unsupported(why) => assert!(why.contains("Q3_K"), "{why}"),
         other => panic!("{other:?}"),
     }
-    let bytes = vec![0u8; 210];
+    let bytes = vec![0u8; 110];
     let shape = [1, 256];
-    let w = HostWeight::new("w", WeightDType::Q6K, &shape, &bytes).expect("valid");
+    let w = HostWeight::new("w", WeightDType::Q3K, &shape, &bytes).expect("valid");
     let err = b.load_weight(&w).expect_err("refused");
-    assert!(err.to_string().contains("no Q6_K kernels"), "{err}");
+    assert!(err.to_string().contains("no Q3_K kernels"), "{err}");
 }
