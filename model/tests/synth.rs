@@ -59,8 +59,10 @@ fn synthetic_files_load_and_run_in_every_listed_type() {
         WeightDType::F16,
         WeightDType::Q4_0,
         WeightDType::Q4_1,
+        WeightDType::Q5_0,
         WeightDType::Q8_0,
         WeightDType::Q4K,
+        WeightDType::Q5K,
         WeightDType::Q6K,
     ] {
         let path = dir.join(format!("small-{dtype}.gguf"));
@@ -119,6 +121,12 @@ fn synthetic_files_load_and_run_in_every_listed_type() {
                 "{dtype}"
             );
         }
+        // The cpu backend runs every type listed here.
+        assert_eq!(
+            run_on(cpu_backend(), &gguf, &tokenizer)[0],
+            reference[0],
+            "cpu {dtype}"
+        );
     }
     std::fs::remove_dir_all(&dir).ok();
 }
