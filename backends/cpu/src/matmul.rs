@@ -17,7 +17,9 @@ use std::sync::Arc;
 use rbees_core::{BackendError, Result, WeightDType};
 
 use crate::pool::Pool;
-use crate::quant::{interleave_scales, q8_k, quantize_row, BlockQ8, BlockQ8K, Q8x4, Scales4};
+use crate::quant::{
+    interleave_scales, q4_0x8, q8_k, quantize_row, BlockQ8, BlockQ8K, Q8x4, Scales4,
+};
 use crate::quant::{QK, QK_K};
 use crate::simd::{KQuantDot, KQuantDot4, KQuantRows, Kernels};
 use crate::simd::{QuantDot, QuantDot4, QuantDot8, QuantRows};
@@ -100,6 +102,7 @@ pub fn matmul(pool: &Pool, k: &Kernels, x: &CpuTensor, w: &CpuWeight) -> Result<
                         *v = match storage.as_ref() {
                             Storage::F32(wv) => f32_dot(&wv[r * kd..(r + 1) * kd], xr),
                             Storage::Blocks(bytes) => half_dot(&bytes[r * rb..(r + 1) * rb], xr),
+                            Storage::Q4_0x8(_) => 0.0, // only Q4_0 weights are interleaved
                         };
                     }
                 }
@@ -163,22 +166,54 @@ pub fn matmul(pool: &Pool, k: &Kernels, x: &CpuTensor, w: &CpuWeight) -> Result<
             };
             let (dot, dot_rows, dot4, dot8): (QuantDot, QuantRows, QuantDot4, QuantDot8) = kernels;
             let acts = Arc::new(QuantActs::new(x));
+            let interleaved = matches!(storage.as_ref(), Storage::Q4_0x8(_));
+            // Bands of interleaved weights hold whole groups of eight rows.
+            let band = if interleaved {
+                band.next_multiple_of(q4_0x8::ROWS)
+            } else {
+                band
+            };
+            // The `8 Σ y` correction of the interleaved decode kernel.
+            let sums = Arc::new(if interleaved && m == 1 {
+                q4_0x8::block_sums(acts.row(0))
+            } else {
+                Vec::new()
+            });
+            let x8_rows = k.q4_0x8_rows;
             pool.run_bands(n * m, band * m, work, move |b, chunk| {
-                let Storage::Blocks(bytes) = storage.as_ref() else {
-                    return; // quantised types are always stored as blocks
-                };
                 let first = b * band;
+                let count = chunk.len() / m;
+                let unpacked;
+                let bytes: &[u8] = match storage.as_ref() {
+                    Storage::Blocks(bytes) => &bytes[first * rb..(first + count) * rb],
+                    Storage::Q4_0x8(packed) => {
+                        let group_bytes = q4_0x8::ROWS * rb;
+                        let groups = &packed[first * rb..(first + count) * rb];
+                        if m == 1 {
+                            // Decode: eight rows per activation load.
+                            x8_rows(groups, acts.row(0), &sums, chunk);
+                            return;
+                        }
+                        // Prompts: back to plain rows for the multi-row kernels.
+                        let mut plain = vec![0u8; count * rb];
+                        for (j, row) in plain.chunks_exact_mut(rb.max(1)).enumerate() {
+                            let group = &groups[j / q4_0x8::ROWS * group_bytes..][..group_bytes];
+                            q4_0x8::unpack_row(group, j % q4_0x8::ROWS, row);
+                        }
+                        unpacked = plain;
+                        &unpacked
+                    }
+                    Storage::F32(_) => return, // quantised types are never stored as f32
+                };
                 if m == 1 {
                     // Decode: the whole band in one kernel call.
-                    let rows = &bytes[first * rb..(first + chunk.len()) * rb];
-                    dot_rows(rows, rb, acts.row(0), chunk);
+                    dot_rows(bytes, rb, acts.row(0), chunk);
                     return;
                 }
                 // Built once per band, not once per weight row.
                 let groups: Vec<Q8x4<'_>> = (0..acts.groups.len()).map(|g| acts.group(g)).collect();
                 for (j, o) in chunk.chunks_mut(m).enumerate() {
-                    let r = first + j;
-                    let w = &bytes[r * rb..(r + 1) * rb];
+                    let w = &bytes[j * rb..(j + 1) * rb];
                     quant_row(w, &acts, &groups, o, (dot, dot4, dot8));
                 }
             })?

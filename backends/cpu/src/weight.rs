@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use rbees_core::{BackendError, HostWeight, Result, WeightDType};
 
-use crate::quant::{dequantize_row, unsupported_reason};
+use crate::quant::{dequantize_row, q4_0x8, unsupported_reason, QK};
 
 #[derive(Debug, Clone)]
 pub enum Storage {
@@ -12,6 +12,9 @@ pub enum Storage {
     F32(Vec<f32>),
     /// Any other type: the GGUF bytes, rows of whole blocks.
     Blocks(Vec<u8>),
+    /// Q4_0 matrices with a multiple of 8 rows, interleaved in groups of
+    /// eight for the decode kernel (see [`q4_0x8`]).
+    Q4_0x8(Vec<u8>),
 }
 
 /// A `[rows, cols]` weight (a vector is one row).
@@ -38,7 +41,13 @@ impl CpuWeight {
         let (rows, cols) = w.rows_cols();
         // `validate` checked that whole rows of whole blocks fill `data`.
         let row_bytes = w.data.len() / rows.max(1);
-        let storage = if w.dtype == WeightDType::F32 {
+        let interleave = w.dtype == WeightDType::Q4_0
+            && w.shape.len() == 2
+            && rows >= q4_0x8::ROWS
+            && rows.is_multiple_of(q4_0x8::ROWS);
+        let storage = if interleave {
+            Storage::Q4_0x8(q4_0x8::pack(w.data, rows, cols / QK))
+        } else if w.dtype == WeightDType::F32 {
             let values = w
                 .data
                 .chunks_exact(4)
@@ -67,13 +76,25 @@ impl CpuWeight {
             Storage::F32(v) => out.copy_from_slice(&v[r * self.cols..(r + 1) * self.cols]),
             Storage::Blocks(b) => {
                 let bytes = &b[r * self.row_bytes..(r + 1) * self.row_bytes];
-                if !dequantize_row(self.dtype, bytes, out) {
-                    return Err(BackendError::Other(format!(
-                        "cannot dequantise {} rows",
-                        self.dtype
-                    )));
-                }
+                self.dequantize_bytes(bytes, out)?;
             }
+            Storage::Q4_0x8(packed) => {
+                let group_bytes = q4_0x8::ROWS * self.row_bytes;
+                let group = &packed[r / q4_0x8::ROWS * group_bytes..][..group_bytes];
+                let mut bytes = vec![0u8; self.row_bytes];
+                q4_0x8::unpack_row(group, r % q4_0x8::ROWS, &mut bytes);
+                self.dequantize_bytes(&bytes, out)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn dequantize_bytes(&self, bytes: &[u8], out: &mut [f32]) -> Result<()> {
+        if !dequantize_row(self.dtype, bytes, out) {
+            return Err(BackendError::Other(format!(
+                "cannot dequantise {} rows",
+                self.dtype
+            )));
         }
         Ok(())
     }

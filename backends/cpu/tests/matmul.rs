@@ -78,7 +78,15 @@ fn one_and_two_threads_give_identical_results() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(1);
     let (one, two) = (backend(1, false), backend(2, false));
     for dtype in TYPES {
-        for (m, n, k) in [(1, 1, 32), (1, 300, 576), (3, 37, 64), (128, 200, 576)] {
+        // n = 1536 and 200: Q4_0 rows interleaved in groups of eight (decode
+        // bands must hold whole groups; prompts unpack them).
+        for (m, n, k) in [
+            (1, 1, 32),
+            (1, 300, 576),
+            (1, 1536, 576),
+            (3, 37, 64),
+            (128, 200, 576),
+        ] {
             let bytes = weight_bytes(&mut rng, dtype, n, k);
             let x: Vec<f32> = (0..m * k).map(|_| rng.random_range(-2f32..2.0)).collect();
             let a = product(&one, dtype, &bytes, &x, m, n, k);
@@ -96,7 +104,9 @@ fn simd_backend_matches_scalar_backend() {
         for (m, n, k) in [
             (1, 1, 32),
             (1, 37, 576),
+            (1, 1536, 576),
             (2, 65, 96),
+            (5, 64, 96),
             (7, 130, 1536),
             (12, 33, 64),
         ] {

@@ -6,6 +6,7 @@
 
 pub mod float;
 pub mod q4_0;
+pub mod q4_0x8;
 pub mod q4_1;
 pub mod q4_k;
 pub mod q5_0;

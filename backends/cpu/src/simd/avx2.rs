@@ -34,6 +34,7 @@ pub fn kernels() -> Option<Kernels> {
         q4_0_x4: dot4_q4_0,
         q4_1_x4: dot4_q4_1,
         q8_0_x4: dot4_q8_0,
+        q4_0x8_rows: super::avx2_x8::rows_q4_0x8,
         q4_k: super::avx2_k::dot_q4_k,
         q6_k: super::avx2_k::dot_q6_k,
         q4_k_rows: super::avx2_k::rows_q4_k,
@@ -227,9 +228,17 @@ fn mul_sum_u8_i8(a: __m256i, b: __m256i) -> __m256 {
 /// Σ of the products of each 4 unsigned by 4 signed bytes, as 8 i32.
 #[inline]
 #[target_feature(enable = "avx2")]
-#[cfg(not(all(target_feature = "avx512vnni", target_feature = "avx512vl")))]
 fn dot_u8_i8(a: __m256i, b: __m256i) -> __m256i {
-    _mm256_madd_epi16(_mm256_maddubs_epi16(a, b), _mm256_set1_epi16(1))
+    dot_u8_i8_acc(_mm256_setzero_si256(), a, b)
+}
+
+/// `acc` plus the sums of the products of each 4 unsigned by 4 signed bytes.
+#[inline]
+#[target_feature(enable = "avx2")]
+#[cfg(not(all(target_feature = "avx512vnni", target_feature = "avx512vl")))]
+pub(super) fn dot_u8_i8_acc(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
+    let pairs = _mm256_madd_epi16(_mm256_maddubs_epi16(a, b), _mm256_set1_epi16(1));
+    _mm256_add_epi32(acc, pairs)
 }
 
 /// As above in one instruction (`vpdpbusd`), when the build targets a CPU
@@ -238,10 +247,10 @@ fn dot_u8_i8(a: __m256i, b: __m256i) -> __m256i {
 #[inline]
 #[target_feature(enable = "avx2")]
 #[cfg(all(target_feature = "avx512vnni", target_feature = "avx512vl"))]
-fn dot_u8_i8(a: __m256i, b: __m256i) -> __m256i {
+pub(super) fn dot_u8_i8_acc(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
     // SAFETY: this version is only compiled for a target CPU with AVX-512
     // VNNI and VL (the cfg above), so every CPU the binary may run on has them.
-    unsafe { _mm256_dpbusd_epi32(_mm256_setzero_si256(), a, b) }
+    unsafe { _mm256_dpbusd_epi32(acc, a, b) }
 }
 
 /// The f16 at `p` as f32.

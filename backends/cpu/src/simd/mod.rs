@@ -6,6 +6,8 @@
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx2_k;
+#[cfg(target_arch = "x86_64")]
+mod avx2_x8;
 
 use crate::quant::{self, BlockQ8, BlockQ8K, Q8x4};
 
@@ -20,6 +22,10 @@ pub type QuantRows = fn(&[u8], usize, &[BlockQ8], &mut [f32]);
 pub type QuantDot4 = fn(&[u8], &Q8x4<'_>) -> [f32; 4];
 /// One row of quantised weight bytes against two groups of four rows.
 pub type QuantDot8 = fn(&[u8], &Q8x4<'_>, &Q8x4<'_>) -> [f32; 8];
+/// Groups of eight interleaved Q4_0 rows (see [`crate::quant::q4_0x8`])
+/// against one row of Q8_0 activations and their block sums; eight results
+/// per group (decode).
+pub type Q4_0x8Rows = fn(&[u8], &[BlockQ8], &[i32], &mut [f32]);
 /// One row of K-quant weight bytes against Q8_K activation blocks.
 pub type KQuantDot = fn(&[u8], &[BlockQ8K]) -> f32;
 /// Consecutive K-quant weight rows (`row_bytes` each) against one row of
@@ -49,6 +55,7 @@ pub struct Kernels {
     pub q4_0_x4: QuantDot4,
     pub q4_1_x4: QuantDot4,
     pub q8_0_x4: QuantDot4,
+    pub q4_0x8_rows: Q4_0x8Rows,
     pub q5_0: QuantDot,
     pub q5_1: QuantDot,
     pub q5_0_rows: QuantRows,
@@ -94,6 +101,15 @@ impl Kernels {
             q4_0_x4: |w, x| x.rows.map(|x| quant::q4_0::dot(w, x)),
             q4_1_x4: |w, x| x.rows.map(|x| quant::q4_1::dot(w, x)),
             q8_0_x4: |w, x| x.rows.map(|x| quant::q8_0::dot(w, x)),
+            q4_0x8_rows: |w, x, sums, out| {
+                let group_bytes = x.len() * quant::q4_0x8::GROUP_BLOCK;
+                for (o, g) in out
+                    .chunks_exact_mut(quant::q4_0x8::ROWS)
+                    .zip(w.chunks_exact(group_bytes.max(1)))
+                {
+                    o.copy_from_slice(&quant::q4_0x8::dot_group(g, x, sums));
+                }
+            },
             q5_0: quant::q5_0::dot,
             q5_1: quant::q5_1::dot,
             q5_0_rows: |w, rb, x, out| rows_with(quant::q5_0::dot, w, rb, x, out),
