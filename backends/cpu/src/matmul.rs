@@ -18,7 +18,7 @@ use rbees_core::{BackendError, Result, WeightDType};
 
 use crate::pool::Pool;
 use crate::quant::{
-    interleave_scales, q4_0x8, q8_k, quantize_row, BlockQ8, BlockQ8K, Q8x4, Scales4,
+    interleave_scales, q4_0x8, q4_kx8, q8_k, quantize_row, BlockQ8, BlockQ8K, Q8x4, Scales4,
 };
 use crate::quant::{QK, QK_K};
 use crate::simd::{KQuantDot, KQuantDot4, KQuantRows, Kernels};
@@ -102,7 +102,8 @@ pub fn matmul(pool: &Pool, k: &Kernels, x: &CpuTensor, w: &CpuWeight) -> Result<
                         *v = match storage.as_ref() {
                             Storage::F32(wv) => f32_dot(&wv[r * kd..(r + 1) * kd], xr),
                             Storage::Blocks(bytes) => half_dot(&bytes[r * rb..(r + 1) * rb], xr),
-                            Storage::Q4_0x8(_) => 0.0, // only Q4_0 weights are interleaved
+                            // only Q4_0 and Q4_K weights are interleaved
+                            Storage::Q4_0x8(_) | Storage::Q4Kx8(_) => 0.0,
                         };
                     }
                 }
@@ -123,21 +124,48 @@ pub fn matmul(pool: &Pool, k: &Kernels, x: &CpuTensor, w: &CpuWeight) -> Result<
                 }
             }
             let acts = Arc::new(acts);
+            let interleaved = matches!(storage.as_ref(), Storage::Q4Kx8(_));
+            // Bands of interleaved weights hold whole groups of eight rows.
+            let band = if interleaved {
+                band.next_multiple_of(q4_kx8::ROWS)
+            } else {
+                band
+            };
+            let x8_rows = k.q4_kx8_rows;
             pool.run_bands(n * m, band * m, work, move |b, chunk| {
-                let Storage::Blocks(bytes) = storage.as_ref() else {
-                    return; // quantised types are always stored as blocks
-                };
                 let first = b * band;
+                let count = chunk.len() / m;
                 let row = |i: usize| &acts[i * nb..(i + 1) * nb];
+                let unpacked;
+                let bytes: &[u8] = match storage.as_ref() {
+                    Storage::Blocks(bytes) => &bytes[first * rb..(first + count) * rb],
+                    Storage::Q4Kx8(packed) => {
+                        let group_bytes = nb * q4_kx8::GROUP_BLOCK;
+                        let groups = &packed[first / q4_kx8::ROWS * group_bytes..]
+                            [..count / q4_kx8::ROWS * group_bytes];
+                        if m == 1 {
+                            // Decode: eight rows per activation load.
+                            x8_rows(groups, row(0), chunk);
+                            return;
+                        }
+                        // Prompts: back to plain rows for the four-row kernels.
+                        let mut plain = vec![0u8; count * rb];
+                        for (j, r) in plain.chunks_exact_mut(rb.max(1)).enumerate() {
+                            let group = &groups[j / q4_kx8::ROWS * group_bytes..][..group_bytes];
+                            q4_kx8::unpack_row(group, j % q4_kx8::ROWS, r);
+                        }
+                        unpacked = plain;
+                        &unpacked
+                    }
+                    _ => return, // K-quants are stored as blocks or interleaved
+                };
                 if m == 1 {
                     // Decode: the whole band in one kernel call.
-                    let rows = &bytes[first * rb..(first + chunk.len()) * rb];
-                    dot_rows(rows, rb, row(0), chunk);
+                    dot_rows(bytes, rb, row(0), chunk);
                     return;
                 }
                 for (j, o) in chunk.chunks_mut(m).enumerate() {
-                    let r = first + j;
-                    let w = &bytes[r * rb..(r + 1) * rb];
+                    let w = &bytes[j * rb..(j + 1) * rb];
                     // Four activation rows per call (the weight block is
                     // unpacked once for four), then one by one.
                     let mut groups = o.chunks_exact_mut(4);
@@ -203,7 +231,7 @@ pub fn matmul(pool: &Pool, k: &Kernels, x: &CpuTensor, w: &CpuWeight) -> Result<
                         unpacked = plain;
                         &unpacked
                     }
-                    Storage::F32(_) => return, // quantised types are never stored as f32
+                    _ => return, // these types are stored as blocks or interleaved Q4_0
                 };
                 if m == 1 {
                     // Decode: the whole band in one kernel call.

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use rbees_core::{BackendError, HostWeight, Result, WeightDType};
 
-use crate::quant::{dequantize_row, q4_0x8, unsupported_reason, QK};
+use crate::quant::{dequantize_row, q4_0x8, q4_kx8, unsupported_reason, QK, QK_K};
 
 #[derive(Debug, Clone)]
 pub enum Storage {
@@ -15,6 +15,8 @@ pub enum Storage {
     /// Q4_0 matrices with a multiple of 8 rows, interleaved in groups of
     /// eight for the decode kernel (see [`q4_0x8`]).
     Q4_0x8(Vec<u8>),
+    /// Q4_K matrices likewise (see [`q4_kx8`]).
+    Q4Kx8(Vec<u8>),
 }
 
 /// A `[rows, cols]` weight (a vector is one row).
@@ -41,12 +43,12 @@ impl CpuWeight {
         let (rows, cols) = w.rows_cols();
         // `validate` checked that whole rows of whole blocks fill `data`.
         let row_bytes = w.data.len() / rows.max(1);
-        let interleave = w.dtype == WeightDType::Q4_0
-            && w.shape.len() == 2
-            && rows >= q4_0x8::ROWS
-            && rows.is_multiple_of(q4_0x8::ROWS);
-        let storage = if interleave {
+        // Matrices of whole groups of eight rows are interleaved for decode.
+        let groups = w.shape.len() == 2 && rows >= 8 && rows.is_multiple_of(8);
+        let storage = if groups && w.dtype == WeightDType::Q4_0 {
             Storage::Q4_0x8(q4_0x8::pack(w.data, rows, cols / QK))
+        } else if groups && w.dtype == WeightDType::Q4K {
+            Storage::Q4Kx8(q4_kx8::pack(w.data, rows, cols / QK_K))
         } else if w.dtype == WeightDType::F32 {
             let values = w
                 .data
@@ -83,6 +85,13 @@ impl CpuWeight {
                 let group = &packed[r / q4_0x8::ROWS * group_bytes..][..group_bytes];
                 let mut bytes = vec![0u8; self.row_bytes];
                 q4_0x8::unpack_row(group, r % q4_0x8::ROWS, &mut bytes);
+                self.dequantize_bytes(&bytes, out)?;
+            }
+            Storage::Q4Kx8(packed) => {
+                let group_bytes = self.cols / QK_K * q4_kx8::GROUP_BLOCK;
+                let group = &packed[r / q4_kx8::ROWS * group_bytes..][..group_bytes];
+                let mut bytes = vec![0u8; self.row_bytes];
+                q4_kx8::unpack_row(group, r % q4_kx8::ROWS, &mut bytes);
                 self.dequantize_bytes(&bytes, out)?;
             }
         }

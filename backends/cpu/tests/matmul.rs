@@ -28,11 +28,13 @@ fn weight_bytes(rng: &mut impl Rng, dtype: WeightDType, n: usize, k: usize) -> V
             .collect(),
         _ => {
             let bb = dtype.block_bytes();
-            let mut out: Vec<u8> = (0..n * k / 32 * bb).map(|_| rng.random()).collect();
+            let mut out: Vec<u8> = (0..n * k / dtype.block_size() * bb)
+                .map(|_| rng.random())
+                .collect();
             for b in out.chunks_exact_mut(bb) {
                 let d = half::f16::from_f32(rng.random_range(0.001f32..0.05));
                 b[..2].copy_from_slice(&d.to_le_bytes());
-                if dtype == WeightDType::Q4_1 {
+                if matches!(dtype, WeightDType::Q4_1 | WeightDType::Q4K) {
                     let m = half::f16::from_f32(rng.random_range(-0.4f32..0.0));
                     b[2..4].copy_from_slice(&m.to_le_bytes());
                 }
@@ -92,6 +94,29 @@ fn one_and_two_threads_give_identical_results() {
             let a = product(&one, dtype, &bytes, &x, m, n, k);
             let b = product(&two, dtype, &bytes, &x, m, n, k);
             assert_eq!(a, b, "{dtype} m={m} n={n} k={k}");
+        }
+    }
+}
+
+/// Q4_K: plain rows (37), interleaved groups of eight (decode bands of
+/// whole groups, prompts unpacked), four-row prompt kernels and remainders.
+#[test]
+fn q4_k_products_agree_across_threads_and_kernels() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+    let (one, two, scalar) = (backend(1, false), backend(2, false), backend(2, true));
+    let dtype = WeightDType::Q4K;
+    for (m, n, k) in [(1, 37, 256), (1, 1536, 512), (9, 64, 512), (128, 24, 256)] {
+        let bytes = weight_bytes(&mut rng, dtype, n, k);
+        let x: Vec<f32> = (0..m * k).map(|_| rng.random_range(-2f32..2.0)).collect();
+        let a = product(&one, dtype, &bytes, &x, m, n, k);
+        let b = product(&two, dtype, &bytes, &x, m, n, k);
+        assert_eq!(a, b, "m={m} n={n} k={k}");
+        let c = product(&scalar, dtype, &bytes, &x, m, n, k);
+        for (i, (p, q)) in a.iter().zip(&c).enumerate() {
+            assert!(
+                (p - q).abs() <= 1e-3 * (1.0 + q.abs()),
+                "m={m} n={n} k={k} [{i}]: {p} vs {q}"
+            );
         }
     }
 }

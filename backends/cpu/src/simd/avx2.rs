@@ -35,6 +35,7 @@ pub fn kernels() -> Option<Kernels> {
         q4_1_x4: dot4_q4_1,
         q8_0_x4: dot4_q8_0,
         q4_0x8_rows: super::avx2_x8::rows_q4_0x8,
+        q4_kx8_rows: super::avx2_x8::rows_q4_kx8,
         q4_k: super::avx2_k::dot_q4_k,
         q6_k: super::avx2_k::dot_q6_k,
         q4_k_rows: super::avx2_k::rows_q4_k,

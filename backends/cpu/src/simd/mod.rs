@@ -26,6 +26,9 @@ pub type QuantDot8 = fn(&[u8], &Q8x4<'_>, &Q8x4<'_>) -> [f32; 8];
 /// against one row of Q8_0 activations and their block sums; eight results
 /// per group (decode).
 pub type Q4_0x8Rows = fn(&[u8], &[BlockQ8], &[i32], &mut [f32]);
+/// Groups of eight interleaved Q4_K rows (see [`crate::quant::q4_kx8`])
+/// against one row of Q8_K activations; eight results per group (decode).
+pub type Q4Kx8Rows = fn(&[u8], &[BlockQ8K], &mut [f32]);
 /// One row of K-quant weight bytes against Q8_K activation blocks.
 pub type KQuantDot = fn(&[u8], &[BlockQ8K]) -> f32;
 /// Consecutive K-quant weight rows (`row_bytes` each) against one row of
@@ -56,6 +59,7 @@ pub struct Kernels {
     pub q4_1_x4: QuantDot4,
     pub q8_0_x4: QuantDot4,
     pub q4_0x8_rows: Q4_0x8Rows,
+    pub q4_kx8_rows: Q4Kx8Rows,
     pub q5_0: QuantDot,
     pub q5_1: QuantDot,
     pub q5_0_rows: QuantRows,
@@ -108,6 +112,15 @@ impl Kernels {
                     .zip(w.chunks_exact(group_bytes.max(1)))
                 {
                     o.copy_from_slice(&quant::q4_0x8::dot_group(g, x, sums));
+                }
+            },
+            q4_kx8_rows: |w, x, out| {
+                let group_bytes = x.len() * quant::q4_kx8::GROUP_BLOCK;
+                for (o, g) in out
+                    .chunks_exact_mut(quant::q4_kx8::ROWS)
+                    .zip(w.chunks_exact(group_bytes.max(1)))
+                {
+                    o.copy_from_slice(&quant::q4_kx8::dot_group(g, x));
                 }
             },
             q5_0: quant::q5_0::dot,
