@@ -131,31 +131,26 @@ pub fn matmul(pool: &Pool, k: &Kernels, x: &CpuTensor, w: &CpuWeight) -> Result<
             } else {
                 band
             };
-            let x8_rows = k.q4_kx8_rows;
+            let (x8_rows, x8_four) = (k.q4_kx8_rows, k.q4_kx8_x4);
             pool.run_bands(n * m, band * m, work, move |b, chunk| {
                 let first = b * band;
                 let count = chunk.len() / m;
                 let row = |i: usize| &acts[i * nb..(i + 1) * nb];
-                let unpacked;
                 let bytes: &[u8] = match storage.as_ref() {
                     Storage::Blocks(bytes) => &bytes[first * rb..(first + count) * rb],
                     Storage::Q4Kx8(packed) => {
                         let group_bytes = nb * q4_kx8::GROUP_BLOCK;
                         let groups = &packed[first / q4_kx8::ROWS * group_bytes..]
                             [..count / q4_kx8::ROWS * group_bytes];
-                        if m == 1 {
-                            // Decode: eight rows per activation load.
-                            x8_rows(groups, row(0), chunk);
-                            return;
-                        }
-                        // Prompts: back to plain rows for the four-row kernels.
-                        let mut plain = vec![0u8; count * rb];
-                        for (j, r) in plain.chunks_exact_mut(rb.max(1)).enumerate() {
-                            let group = &groups[j / q4_kx8::ROWS * group_bytes..][..group_bytes];
-                            q4_kx8::unpack_row(group, j % q4_kx8::ROWS, r);
-                        }
-                        unpacked = plain;
-                        &unpacked
+                        interleaved_rows(
+                            groups,
+                            group_bytes,
+                            m,
+                            chunk,
+                            |g, i| x8_four(g, [0, 1, 2, 3].map(|t| row(i + t))),
+                            |g, i, out| x8_rows(g, row(i), out),
+                        );
+                        return;
                     }
                     _ => return, // K-quants are stored as blocks or interleaved
                 };
@@ -201,35 +196,38 @@ pub fn matmul(pool: &Pool, k: &Kernels, x: &CpuTensor, w: &CpuWeight) -> Result<
             } else {
                 band
             };
-            // The `8 Σ y` correction of the interleaved decode kernel.
-            let sums = Arc::new(if interleaved && m == 1 {
-                q4_0x8::block_sums(acts.row(0))
+            // The `8 Σ y` correction of the interleaved kernels, per row.
+            let nb = kd / QK;
+            let sums = Arc::new(if interleaved {
+                (0..m)
+                    .flat_map(|i| q4_0x8::block_sums(acts.row(i)))
+                    .collect()
             } else {
                 Vec::new()
             });
-            let x8_rows = k.q4_0x8_rows;
+            let (x8_rows, x8_four) = (k.q4_0x8_rows, k.q4_0x8_x4);
             pool.run_bands(n * m, band * m, work, move |b, chunk| {
                 let first = b * band;
                 let count = chunk.len() / m;
-                let unpacked;
                 let bytes: &[u8] = match storage.as_ref() {
                     Storage::Blocks(bytes) => &bytes[first * rb..(first + count) * rb],
                     Storage::Q4_0x8(packed) => {
-                        let group_bytes = q4_0x8::ROWS * rb;
+                        // Eight weight rows per activation load, one
+                        // activation row (decode) or four at a time.
                         let groups = &packed[first * rb..(first + count) * rb];
-                        if m == 1 {
-                            // Decode: eight rows per activation load.
-                            x8_rows(groups, acts.row(0), &sums, chunk);
-                            return;
-                        }
-                        // Prompts: back to plain rows for the multi-row kernels.
-                        let mut plain = vec![0u8; count * rb];
-                        for (j, row) in plain.chunks_exact_mut(rb.max(1)).enumerate() {
-                            let group = &groups[j / q4_0x8::ROWS * group_bytes..][..group_bytes];
-                            q4_0x8::unpack_row(group, j % q4_0x8::ROWS, row);
-                        }
-                        unpacked = plain;
-                        &unpacked
+                        let sums_of = |i: usize| &sums[i * nb..(i + 1) * nb];
+                        interleaved_rows(
+                            groups,
+                            q4_0x8::ROWS * rb,
+                            m,
+                            chunk,
+                            |g, i| {
+                                let rows = [0, 1, 2, 3].map(|t| i + t);
+                                x8_four(g, rows.map(|r| acts.row(r)), rows.map(sums_of))
+                            },
+                            |g, i, out| x8_rows(g, acts.row(i), sums_of(i), out),
+                        );
+                        return;
                     }
                     _ => return, // these types are stored as blocks or interleaved Q4_0
                 };
@@ -257,6 +255,44 @@ pub fn matmul(pool: &Pool, k: &Kernels, x: &CpuTensor, w: &CpuWeight) -> Result<
         }
     }
     Ok(CpuTensor::new(m, n, out))
+}
+
+/// A band of interleaved groups of eight weight rows against every
+/// activation row, four activation rows per call while four are left, then
+/// one by one; results go to `chunk` in the band's `[row, m]` layout.
+fn interleaved_rows(
+    groups: &[u8],
+    group_bytes: usize,
+    m: usize,
+    chunk: &mut [f32],
+    four: impl Fn(&[u8], usize) -> [[f32; 8]; 4],
+    one: impl Fn(&[u8], usize, &mut [f32]),
+) {
+    for (g, out) in groups
+        .chunks_exact(group_bytes.max(1))
+        .zip(chunk.chunks_exact_mut(8 * m))
+    {
+        if m == 1 {
+            one(g, 0, out);
+            continue;
+        }
+        let mut i = 0;
+        while i + 4 <= m {
+            for (t, values) in four(g, i).iter().enumerate() {
+                for (lane, &v) in values.iter().enumerate() {
+                    out[lane * m + i + t] = v;
+                }
+            }
+            i += 4;
+        }
+        for i in i..m {
+            let mut values = [0f32; 8];
+            one(g, i, &mut values);
+            for (lane, &v) in values.iter().enumerate() {
+                out[lane * m + i] = v;
+            }
+        }
+    }
 }
 
 /// One weight row against every activation row: eight rows per call (two

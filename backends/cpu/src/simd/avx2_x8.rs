@@ -1,6 +1,8 @@
-//! AVX2 decode kernel for Q4_0 rows interleaved in groups of eight (see
-//! [`crate::quant::q4_0x8`]): each 32-bit lane carries one row, so one
-//! broadcast of four activation bytes feeds eight rows.
+//! AVX2 kernels for Q4_0 and Q4_K rows interleaved in groups of eight (see
+//! [`crate::quant::q4_0x8`], [`crate::quant::q4_kx8`]): each 32-bit lane
+//! carries one weight row, so one broadcast of four activation bytes feeds
+//! eight rows; against one activation row (decode) or four (prompts, the
+//! weight nibbles unpacked once for the four).
 
 use std::arch::x86_64::*;
 
@@ -10,75 +12,122 @@ use crate::quant::{q4_kx8, BlockQ8, BlockQ8K};
 
 /// Groups of eight rows (`x.len()` group blocks each) against one row of
 /// Q8_0 activations with their block sums; `out` gets eight values per
-/// group. Installed by `avx2::kernels()` only after the CPU feature check.
+/// group. Installed by `avx2::kernels()` only after the CPU feature check,
+/// as are the other functions here.
 pub fn rows_q4_0x8(w: &[u8], x: &[BlockQ8], sums: &[i32], out: &mut [f32]) {
     let nb = x.len().min(sums.len());
-    let groups = (out.len() / ROWS).min(w.len() / (nb * GROUP_BLOCK).max(1));
-    // SAFETY: AVX2/FMA/F16C are present (see above); `groups` groups of
-    // `nb` blocks of `w`, `nb` blocks of `x` and `sums`, and `8 * groups`
-    // values of `out` are in bounds.
-    unsafe {
-        body(
-            w.as_ptr(),
-            x.as_ptr(),
-            sums.as_ptr(),
-            nb,
-            groups,
-            out.as_mut_ptr(),
-        )
+    let group_bytes = nb * GROUP_BLOCK;
+    for (o, g) in out
+        .chunks_exact_mut(ROWS)
+        .zip(w.chunks_exact(group_bytes.max(1)))
+    {
+        // SAFETY: AVX2/FMA/F16C are present (see above); the group holds
+        // `nb` blocks, as do `x` and `sums`; `o` has room for 8 values.
+        unsafe {
+            let [acc] = group_q4_0::<1>(g.as_ptr(), [x.as_ptr()], [sums.as_ptr()], nb);
+            _mm256_storeu_ps(o.as_mut_ptr(), acc);
+        }
     }
 }
 
+/// One group of eight rows against four activation rows (prompts): the
+/// weight nibbles are unpacked once for all four.
+pub fn group4_q4_0x8(group: &[u8], x: [&[BlockQ8]; 4], sums: [&[i32]; 4]) -> [[f32; 8]; 4] {
+    let nb = x
+        .iter()
+        .zip(&sums)
+        .map(|(x, s)| x.len().min(s.len()))
+        .fold(group.len() / GROUP_BLOCK, usize::min);
+    // SAFETY: as in `rows_q4_0x8`, for each of the four rows.
+    let acc = unsafe {
+        group_q4_0::<4>(
+            group.as_ptr(),
+            x.map(|r| r.as_ptr()),
+            sums.map(|s| s.as_ptr()),
+            nb,
+        )
+    };
+    acc.map(store8)
+}
+
+fn store8(v: __m256) -> [f32; 8] {
+    let mut out = [0f32; 8];
+    // SAFETY: `out` has room for the 8 floats stored; AVX is present.
+    unsafe { _mm256_storeu_ps(out.as_mut_ptr(), v) };
+    out
+}
+
+/// One group (eight weight rows, one per lane) against `R` activation rows.
+///
 /// # Safety
-/// As [`rows_q4_0x8`] states.
+/// AVX2/FMA/F16C must be available; `w` must hold `nb` group blocks and
+/// each `x[r]` and `sums[r]` `nb` blocks.
+#[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn body(
+unsafe fn group_q4_0<const R: usize>(
     w: *const u8,
-    x: *const BlockQ8,
-    sums: *const i32,
+    x: [*const BlockQ8; R],
+    sums: [*const i32; R],
     nb: usize,
-    groups: usize,
-    out: *mut f32,
-) {
+) -> [__m256; R] {
     let m4 = _mm256_set1_epi8(0x0F);
-    for g in 0..groups {
-        let gw = w.add(g * nb * GROUP_BLOCK);
-        let mut acc = _mm256_setzero_ps();
-        for i in 0..nb {
-            let b = gw.add(i * GROUP_BLOCK);
-            let y = &*x.add(i);
-            // The eight rows' scales times the activation block's.
-            let d = _mm256_mul_ps(
-                _mm256_cvtph_ps(_mm_loadu_si128(b as *const __m128i)),
-                _mm256_set1_ps(y.d),
-            );
+    let mut acc = [_mm256_setzero_ps(); R];
+    for i in 0..nb {
+        let b = w.add(i * GROUP_BLOCK);
+        let d_w = _mm256_cvtph_ps(_mm_loadu_si128(b as *const __m128i));
+        let mut lo = [_mm256_setzero_si256(); 4];
+        let mut hi = [_mm256_setzero_si256(); 4];
+        for c in 0..4 {
+            let v = _mm256_loadu_si256(b.add(2 * ROWS + 32 * c) as *const __m256i);
+            lo[c] = _mm256_and_si256(v, m4);
+            hi[c] = _mm256_and_si256(_mm256_srli_epi16::<4>(v), m4);
+        }
+        for r in 0..R {
+            let y = &*x[r].add(i);
             let yq = y.qs.as_ptr();
             let mut s = _mm256_setzero_si256();
             for c in 0..4 {
-                let v = _mm256_loadu_si256(b.add(2 * ROWS + 32 * c) as *const __m256i);
-                let lo = _mm256_and_si256(v, m4);
-                let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(v), m4);
                 let y_lo = _mm256_set1_epi32(std::ptr::read_unaligned(yq.add(4 * c) as *const i32));
                 let y_hi =
                     _mm256_set1_epi32(std::ptr::read_unaligned(yq.add(16 + 4 * c) as *const i32));
-                s = dot_u8_i8_acc(s, lo, y_lo);
-                s = dot_u8_i8_acc(s, hi, y_hi);
+                s = dot_u8_i8_acc(s, lo[c], y_lo);
+                s = dot_u8_i8_acc(s, hi[c], y_hi);
             }
             // Σ (q - 8) y = Σ q y - 8 Σ y.
-            let corr = _mm256_set1_epi32(8 * *sums.add(i));
-            acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(_mm256_sub_epi32(s, corr)), acc);
+            let corr = _mm256_set1_epi32(8 * *sums[r].add(i));
+            let d = _mm256_mul_ps(d_w, _mm256_set1_ps(y.d));
+            acc[r] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(_mm256_sub_epi32(s, corr)), acc[r]);
         }
-        _mm256_storeu_ps(out.add(ROWS * g), acc);
     }
+    acc
 }
 
 /// Groups of eight interleaved Q4_K rows (see [`crate::quant::q4_kx8`])
 /// against one row of Q8_K activations; eight results per group.
 pub fn rows_q4_kx8(w: &[u8], x: &[BlockQ8K], out: &mut [f32]) {
     let nb = x.len();
-    let groups = (out.len() / ROWS).min(w.len() / (nb * q4_kx8::GROUP_BLOCK).max(1));
-    // SAFETY: as in `rows_q4_0x8`.
-    unsafe { k_body(w.as_ptr(), x.as_ptr(), nb, groups, out.as_mut_ptr()) }
+    let group_bytes = nb * q4_kx8::GROUP_BLOCK;
+    for (o, g) in out
+        .chunks_exact_mut(ROWS)
+        .zip(w.chunks_exact(group_bytes.max(1)))
+    {
+        // SAFETY: as in `rows_q4_0x8`.
+        unsafe {
+            let [acc] = group_q4_k::<1>(g.as_ptr(), [x.as_ptr()], nb);
+            _mm256_storeu_ps(o.as_mut_ptr(), acc);
+        }
+    }
+}
+
+/// One group of eight Q4_K rows against four activation rows (prompts).
+pub fn group4_q4_kx8(group: &[u8], x: [&[BlockQ8K]; 4]) -> [[f32; 8]; 4] {
+    let nb = x
+        .iter()
+        .map(|x| x.len())
+        .fold(group.len() / q4_kx8::GROUP_BLOCK, usize::min);
+    // SAFETY: as in `rows_q4_0x8`, for each of the four rows.
+    let acc = unsafe { group_q4_k::<4>(group.as_ptr(), x.map(|r| r.as_ptr()), nb) };
+    acc.map(store8)
 }
 
 /// Eight u8 at `p` as eight f32 lanes.
@@ -91,73 +140,74 @@ unsafe fn bytes_f32(p: *const u8) -> __m256 {
     _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(p as *const __m128i)))
 }
 
+/// One Q4_K group (eight weight rows, one per lane) against `R` activation rows.
+///
 /// # Safety
-/// As [`rows_q4_kx8`] states.
+/// AVX2/FMA/F16C must be available; `w` must hold `nb` group blocks and
+/// each `x[r]` `nb` blocks.
+#[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn k_body(w: *const u8, x: *const BlockQ8K, nb: usize, groups: usize, out: *mut f32) {
+unsafe fn group_q4_k<const R: usize>(
+    w: *const u8,
+    x: [*const BlockQ8K; R],
+    nb: usize,
+) -> [__m256; R] {
     const SCALES: usize = 32;
     const MINS: usize = 96;
     const QS: usize = 160;
     let m4 = _mm256_set1_epi8(0x0F);
-    for g in 0..groups {
-        let gw = w.add(g * nb * q4_kx8::GROUP_BLOCK);
-        let mut acc = _mm256_setzero_ps();
-        for i in 0..nb {
-            let b = gw.add(i * q4_kx8::GROUP_BLOCK);
-            let y = &*x.add(i);
-            let yq = y.qs.as_ptr();
-            // Σ_j sc_rj S_rj and Σ_j m_rj bsum_j, one lane per row.
-            let mut blk = _mm256_setzero_ps();
-            let mut mins = _mm256_setzero_ps();
-            for p in 0..4 {
-                let mut s_lo = _mm256_setzero_si256();
-                let mut s_hi = _mm256_setzero_si256();
-                for t in 0..8 {
-                    let v = _mm256_loadu_si256(b.add(QS + 32 * (8 * p + t)) as *const __m256i);
-                    let lo = _mm256_and_si256(v, m4);
-                    let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(v), m4);
-                    let at = 64 * p + 4 * t;
+    let mut acc = [_mm256_setzero_ps(); R];
+    for i in 0..nb {
+        let b = w.add(i * q4_kx8::GROUP_BLOCK);
+        let y: [&BlockQ8K; R] = std::array::from_fn(|r| &*x[r].add(i));
+        // Σ_j sc_rj S_rj and Σ_j m_rj bsum_j, one lane per weight row.
+        let mut blk = [_mm256_setzero_ps(); R];
+        let mut mins = [_mm256_setzero_ps(); R];
+        for p in 0..4 {
+            let mut s_lo = [_mm256_setzero_si256(); R];
+            let mut s_hi = [_mm256_setzero_si256(); R];
+            for t in 0..8 {
+                let v = _mm256_loadu_si256(b.add(QS + 32 * (8 * p + t)) as *const __m256i);
+                let lo = _mm256_and_si256(v, m4);
+                let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(v), m4);
+                let at = 64 * p + 4 * t;
+                for r in 0..R {
+                    let yq = y[r].qs.as_ptr();
                     let y_lo =
                         _mm256_set1_epi32(std::ptr::read_unaligned(yq.add(at) as *const i32));
                     let y_hi =
                         _mm256_set1_epi32(std::ptr::read_unaligned(yq.add(at + 32) as *const i32));
-                    s_lo = dot_u8_i8_acc(s_lo, lo, y_lo);
-                    s_hi = dot_u8_i8_acc(s_hi, hi, y_hi);
+                    s_lo[r] = dot_u8_i8_acc(s_lo[r], lo, y_lo);
+                    s_hi[r] = dot_u8_i8_acc(s_hi[r], hi, y_hi);
                 }
-                let (j_lo, j_hi) = (2 * p, 2 * p + 1);
-                blk = _mm256_fmadd_ps(
-                    bytes_f32(b.add(SCALES + 8 * j_lo)),
-                    _mm256_cvtepi32_ps(s_lo),
-                    blk,
-                );
-                blk = _mm256_fmadd_ps(
-                    bytes_f32(b.add(SCALES + 8 * j_hi)),
-                    _mm256_cvtepi32_ps(s_hi),
-                    blk,
-                );
-                let bsum = |j: usize| f32::from(y.bsums[2 * j]) + f32::from(y.bsums[2 * j + 1]);
-                mins = _mm256_fmadd_ps(
-                    bytes_f32(b.add(MINS + 8 * j_lo)),
-                    _mm256_set1_ps(bsum(j_lo)),
-                    mins,
-                );
-                mins = _mm256_fmadd_ps(
-                    bytes_f32(b.add(MINS + 8 * j_hi)),
-                    _mm256_set1_ps(bsum(j_hi)),
-                    mins,
-                );
             }
-            let yd = _mm256_set1_ps(y.d);
-            let d = _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128(b as *const __m128i)), yd);
-            let dmin = _mm256_mul_ps(
-                _mm256_cvtph_ps(_mm_loadu_si128(b.add(16) as *const __m128i)),
-                yd,
+            let (j_lo, j_hi) = (2 * p, 2 * p + 1);
+            let (sc_lo, sc_hi) = (
+                bytes_f32(b.add(SCALES + 8 * j_lo)),
+                bytes_f32(b.add(SCALES + 8 * j_hi)),
             );
-            acc = _mm256_fmadd_ps(d, blk, acc);
-            acc = _mm256_fnmadd_ps(dmin, mins, acc);
+            let (m_lo, m_hi) = (
+                bytes_f32(b.add(MINS + 8 * j_lo)),
+                bytes_f32(b.add(MINS + 8 * j_hi)),
+            );
+            for r in 0..R {
+                blk[r] = _mm256_fmadd_ps(sc_lo, _mm256_cvtepi32_ps(s_lo[r]), blk[r]);
+                blk[r] = _mm256_fmadd_ps(sc_hi, _mm256_cvtepi32_ps(s_hi[r]), blk[r]);
+                let bsum =
+                    |j: usize| f32::from(y[r].bsums[2 * j]) + f32::from(y[r].bsums[2 * j + 1]);
+                mins[r] = _mm256_fmadd_ps(m_lo, _mm256_set1_ps(bsum(j_lo)), mins[r]);
+                mins[r] = _mm256_fmadd_ps(m_hi, _mm256_set1_ps(bsum(j_hi)), mins[r]);
+            }
         }
-        _mm256_storeu_ps(out.add(ROWS * g), acc);
+        let d_w = _mm256_cvtph_ps(_mm_loadu_si128(b as *const __m128i));
+        let dmin_w = _mm256_cvtph_ps(_mm_loadu_si128(b.add(16) as *const __m128i));
+        for r in 0..R {
+            let yd = _mm256_set1_ps(y[r].d);
+            acc[r] = _mm256_fmadd_ps(_mm256_mul_ps(d_w, yd), blk[r], acc[r]);
+            acc[r] = _mm256_fnmadd_ps(_mm256_mul_ps(dmin_w, yd), mins[r], acc[r]);
+        }
     }
+    acc
 }
 
 #[cfg(test)]
@@ -194,6 +244,12 @@ mod tests {
         q8_k::quantize_row(&xf, &mut x);
         let mut got = vec![0f32; rows];
         rows_q4_kx8(&packed, &x, &mut got);
+        let group = &packed[..nb * q4_kx8::GROUP_BLOCK];
+        let four = group4_q4_kx8(group, [&x[..], &x[..], &x[..], &x[..]]);
+        assert!(
+            four.iter().all(|r| r[..] == got[..ROWS]),
+            "{four:?} vs {got:?}"
+        );
         for (g, group) in packed.chunks_exact(nb * q4_kx8::GROUP_BLOCK).enumerate() {
             let want = q4_kx8::dot_group(group, &x);
             for r in 0..ROWS {
@@ -230,6 +286,12 @@ mod tests {
         let sums = q4_0x8::block_sums(&x);
         let mut got = vec![0f32; rows];
         rows_q4_0x8(&packed, &x, &sums, &mut got);
+        let group = &packed[..nb * GROUP_BLOCK];
+        let four = group4_q4_0x8(group, [&x[..]; 4], [&sums[..]; 4]);
+        assert!(
+            four.iter().all(|r| r[..] == got[..ROWS]),
+            "{four:?} vs {got:?}"
+        );
         for (g, group) in packed.chunks_exact(nb * GROUP_BLOCK).enumerate() {
             let want = q4_0x8::dot_group(group, &x, &sums);
             for r in 0..ROWS {

@@ -29,6 +29,11 @@ pub type Q4_0x8Rows = fn(&[u8], &[BlockQ8], &[i32], &mut [f32]);
 /// Groups of eight interleaved Q4_K rows (see [`crate::quant::q4_kx8`])
 /// against one row of Q8_K activations; eight results per group (decode).
 pub type Q4Kx8Rows = fn(&[u8], &[BlockQ8K], &mut [f32]);
+/// One group of eight interleaved Q4_0 rows against four activation rows
+/// and their block sums (prompts): eight results per activation row.
+pub type Q4_0x8Four = fn(&[u8], [&[BlockQ8]; 4], [&[i32]; 4]) -> [[f32; 8]; 4];
+/// One group of eight interleaved Q4_K rows against four activation rows.
+pub type Q4Kx8Four = fn(&[u8], [&[BlockQ8K]; 4]) -> [[f32; 8]; 4];
 /// One row of K-quant weight bytes against Q8_K activation blocks.
 pub type KQuantDot = fn(&[u8], &[BlockQ8K]) -> f32;
 /// Consecutive K-quant weight rows (`row_bytes` each) against one row of
@@ -60,6 +65,8 @@ pub struct Kernels {
     pub q8_0_x4: QuantDot4,
     pub q4_0x8_rows: Q4_0x8Rows,
     pub q4_kx8_rows: Q4Kx8Rows,
+    pub q4_0x8_x4: Q4_0x8Four,
+    pub q4_kx8_x4: Q4Kx8Four,
     pub q5_0: QuantDot,
     pub q5_1: QuantDot,
     pub q5_0_rows: QuantRows,
@@ -123,6 +130,10 @@ impl Kernels {
                     o.copy_from_slice(&quant::q4_kx8::dot_group(g, x));
                 }
             },
+            q4_0x8_x4: |g, x, sums| {
+                [0, 1, 2, 3].map(|r| quant::q4_0x8::dot_group(g, x[r], sums[r]))
+            },
+            q4_kx8_x4: |g, x| x.map(|x| quant::q4_kx8::dot_group(g, x)),
             q5_0: quant::q5_0::dot,
             q5_1: quant::q5_1::dot,
             q5_0_rows: |w, rb, x, out| rows_with(quant::q5_0::dot, w, rb, x, out),
