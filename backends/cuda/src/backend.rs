@@ -69,6 +69,23 @@ fn int(op: &'static str, v: usize) -> Result<i32> {
     })
 }
 
+/// The `int` arguments our attention kernels share: rows, heads, key/value
+/// heads, head size, and a position (`pos0`, or the key count).
+fn attention_ints(
+    op: &'static str,
+    seq: usize,
+    shape: AttentionShape,
+    position: usize,
+) -> Result<[i32; 5]> {
+    Ok([
+        int(op, seq)?,
+        int(op, shape.n_heads)?,
+        int(op, shape.n_kv_heads)?,
+        int(op, shape.head_dim)?,
+        int(op, position)?,
+    ])
+}
+
 /// A grid-stride launch over `n` elements (our kernels and candle's loop over the rest).
 fn elementwise(n: usize) -> LaunchConfig {
     const THREADS: usize = 256;
@@ -734,13 +751,7 @@ impl Backend for CudaKernelsBackend {
         let n = shape.n_heads * seq * total;
         int("attention_scores", n)?;
         let mut out = self.alloc("attention_scores", n)?;
-        let ints = [
-            int("attention_scores", seq)?,
-            int("attention_scores", shape.n_heads)?,
-            int("attention_scores", shape.n_kv_heads)?,
-            int("attention_scores", shape.head_dim)?,
-            int("attention_scores", pos0)?,
-        ];
+        let ints = attention_ints("attention_scores", seq, shape, pos0)?;
         let mut launch = self.stream.launch_builder(&self.kernels.attention_scores);
         launch.arg(&q.data).arg(&cache.keys).arg(&mut out);
         for a in &ints {
@@ -768,13 +779,7 @@ impl Backend for CudaKernelsBackend {
         let n = seq * width;
         int("attention_weighted_sum", n)?;
         let mut out = self.alloc("attention_weighted_sum", n)?;
-        let ints = [
-            int("attention_weighted_sum", seq)?,
-            int("attention_weighted_sum", shape.n_heads)?,
-            int("attention_weighted_sum", shape.n_kv_heads)?,
-            int("attention_weighted_sum", shape.head_dim)?,
-            int("attention_weighted_sum", pos0 + seq)?,
-        ];
+        let ints = attention_ints("attention_weighted_sum", seq, shape, pos0 + seq)?;
         let mut launch = self
             .stream
             .launch_builder(&self.kernels.attention_weighted_sum);
@@ -812,13 +817,7 @@ impl Backend for CudaKernelsBackend {
         let width = shape.n_heads * shape.head_dim;
         int("attention", seq * width)?;
         let mut out = self.alloc("attention", seq * width)?;
-        let ints = [
-            int("attention", seq)?,
-            int("attention", shape.n_heads)?,
-            int("attention", shape.n_kv_heads)?,
-            int("attention", shape.head_dim)?,
-            int("attention", pos0)?,
-        ];
+        let ints = attention_ints("attention", seq, shape, pos0)?;
         let cfg = LaunchConfig {
             grid_dim: (seq as u32, shape.n_heads as u32, 1),
             block_dim: (ATTENTION_THREADS, 1, 1),

@@ -22,13 +22,26 @@ pub(crate) fn scale_min(j: usize, s: &[u8]) -> (u8, u8) {
     }
 }
 
+/// `Σ_j m_j Σ q_x` over the eight sub-blocks of a Q4_K/Q5_K block: the
+/// minimums (from the packed scale bytes) times the activation sums, each
+/// sub-block's from two `bsums`.
+#[inline(always)]
+pub(crate) fn min_sum(scales: &[u8], y: &BlockQ8K) -> i32 {
+    (0..8)
+        .map(|j| {
+            let (_, m) = scale_min(j, scales);
+            i32::from(m) * (i32::from(y.bsums[2 * j]) + i32::from(y.bsums[2 * j + 1]))
+        })
+        .sum()
+}
+
 /// `Σ w·x` of one row against Q8_K activations (ggml `ggml_vec_dot_q4_K_q8_K`):
 /// `d_x (d Σ_j sc_j Σ q·q_x - dmin Σ_j m_j Σ q_x)`, the last sums from `bsums`.
 pub fn dot(w: &[u8], x: &[BlockQ8K]) -> f32 {
     let mut sum = 0f32;
     for (b, y) in w.chunks_exact(BLOCK_BYTES).zip(x) {
         let (scales, qs) = (&b[4..16], &b[16..]);
-        let (mut sumi, mut summ) = (0i32, 0i32);
+        let mut sumi = 0i32;
         for i in 0..4 {
             let q = &qs[32 * i..32 * i + 32];
             let (y_lo, y_hi) = y.qs[64 * i..64 * i + 64].split_at(32);
@@ -42,13 +55,11 @@ pub fn dot(w: &[u8], x: &[BlockQ8K]) -> f32 {
                 .zip(y_hi)
                 .map(|(&q, &a)| i32::from(q >> 4) * i32::from(a))
                 .sum();
-            let (sc_lo, m_lo) = scale_min(2 * i, scales);
-            let (sc_hi, m_hi) = scale_min(2 * i + 1, scales);
+            let (sc_lo, _) = scale_min(2 * i, scales);
+            let (sc_hi, _) = scale_min(2 * i + 1, scales);
             sumi += i32::from(sc_lo) * lo + i32::from(sc_hi) * hi;
-            let bs = |k: usize| i32::from(y.bsums[k]);
-            summ += i32::from(m_lo) * (bs(4 * i) + bs(4 * i + 1))
-                + i32::from(m_hi) * (bs(4 * i + 2) + bs(4 * i + 3));
         }
+        let summ = min_sum(scales, y);
         sum += y.d * (f16_at(b, 0) * sumi as f32 - f16_at(b, 2) * summ as f32);
     }
     sum

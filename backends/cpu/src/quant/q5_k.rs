@@ -4,7 +4,7 @@
 //! from bit `j` of `qh[l]`.
 
 use super::f16_at;
-use super::q4_k::scale_min;
+use super::q4_k::{min_sum, scale_min};
 use super::q8_k::{BlockQ8K, QK_K};
 
 pub const BLOCK_BYTES: usize = 176;
@@ -24,7 +24,7 @@ pub fn dot(w: &[u8], x: &[BlockQ8K]) -> f32 {
     let mut sum = 0f32;
     for (b, y) in w.chunks_exact(BLOCK_BYTES).zip(x) {
         let scales = &b[4..16];
-        let (mut sumi, mut summ) = (0i32, 0i32);
+        let mut sumi = 0i32;
         for i in 0..4 {
             let (mut lo, mut hi) = (0i32, 0i32);
             for l in 0..32 {
@@ -32,13 +32,11 @@ pub fn dot(w: &[u8], x: &[BlockQ8K]) -> f32 {
                 lo += vl * i32::from(y.qs[64 * i + l]);
                 hi += vh * i32::from(y.qs[64 * i + 32 + l]);
             }
-            let (sc_lo, m_lo) = scale_min(2 * i, scales);
-            let (sc_hi, m_hi) = scale_min(2 * i + 1, scales);
+            let (sc_lo, _) = scale_min(2 * i, scales);
+            let (sc_hi, _) = scale_min(2 * i + 1, scales);
             sumi += i32::from(sc_lo) * lo + i32::from(sc_hi) * hi;
-            let bs = |k: usize| i32::from(y.bsums[k]);
-            summ += i32::from(m_lo) * (bs(4 * i) + bs(4 * i + 1))
-                + i32::from(m_hi) * (bs(4 * i + 2) + bs(4 * i + 3));
         }
+        let summ = min_sum(scales, y);
         sum += y.d * (f16_at(b, 0) * sumi as f32 - f16_at(b, 2) * summ as f32);
     }
     sum

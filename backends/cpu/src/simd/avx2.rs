@@ -75,11 +75,11 @@ fn dot_q8_0(w: &[u8], x: &[BlockQ8]) -> f32 {
 }
 
 /// `(blocks per row, rows)` that `w`, `x` and `out` all have room for.
-fn rows_extent(
+pub(super) fn rows_extent<B>(
     w: &[u8],
     rb: usize,
     block_bytes: usize,
-    x: &[BlockQ8],
+    x: &[B],
     out: &[f32],
 ) -> (usize, usize) {
     let nb = x.len().min(rb / block_bytes);
@@ -193,7 +193,7 @@ fn dot_f16(w: &[u8], x: &[f32]) -> f32 {
 
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-fn hsum_ps(v: __m256) -> f32 {
+pub(super) fn hsum_ps(v: __m256) -> f32 {
     let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
     let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     let s = _mm_add_ss(s, _mm_movehdup_ps(s));
@@ -262,7 +262,7 @@ pub(super) fn dot_u8_i8_acc(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
 /// `p` must point to 2 readable bytes.
 #[inline]
 #[target_feature(enable = "f16c")]
-unsafe fn f16_at(p: *const u8) -> f32 {
+pub(super) unsafe fn f16_at(p: *const u8) -> f32 {
     let h = i32::from(std::ptr::read_unaligned(p as *const u16));
     _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h)))
 }

@@ -4,6 +4,7 @@
 
 use std::arch::x86_64::*;
 
+use super::avx2::{f16_at, hsum_ps, rows_extent};
 use crate::quant::{q4_k, q6_k, BlockQ8K};
 
 // The safe wrappers are only installed by `avx2::kernels()` after the CPU
@@ -41,20 +42,6 @@ pub fn dot4_q6_k(w: &[u8], x: [&[BlockQ8K]; 4]) -> [f32; 4] {
     unsafe { q6_k_body::<4>(w.as_ptr(), x.map(|r| r.as_ptr()), nb) }
 }
 
-/// `(blocks per row, rows)` that `w`, `x` and `out` all have room for.
-fn rows_extent(
-    w: &[u8],
-    rb: usize,
-    block_bytes: usize,
-    x: &[BlockQ8K],
-    out: &[f32],
-) -> (usize, usize) {
-    (
-        x.len().min(rb / block_bytes),
-        out.len().min(w.len() / rb.max(1)),
-    )
-}
-
 pub fn rows_q4_k(w: &[u8], rb: usize, x: &[BlockQ8K], out: &mut [f32]) {
     let (nb, n) = rows_extent(w, rb, q4_k::BLOCK_BYTES, x, out);
     // SAFETY: as in `dot_q4_k`; each of the `n` rows of `w` holds `nb` blocks.
@@ -83,24 +70,6 @@ unsafe fn q6_k_rows_body(w: *const u8, rb: usize, x: *const BlockQ8K, nb: usize,
     for (j, o) in out.iter_mut().enumerate() {
         *o = q6_k_body::<1>(w.add(j * rb), [x], nb)[0];
     }
-}
-
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-fn hsum_ps(v: __m256) -> f32 {
-    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
-    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    let s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    _mm_cvtss_f32(s)
-}
-
-/// # Safety
-/// `p` must point to 2 readable bytes; F16C must be available.
-#[inline]
-#[target_feature(enable = "f16c")]
-unsafe fn f16_at(p: *const u8) -> f32 {
-    let h = i32::from(std::ptr::read_unaligned(p as *const u16));
-    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h)))
 }
 
 /// The eight 6-bit scales and eight minimums of a Q4_K/Q5_K block as

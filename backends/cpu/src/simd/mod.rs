@@ -145,9 +145,9 @@ impl Kernels {
             q4_k: quant::q4_k::dot,
             q5_k: quant::q5_k::dot,
             q6_k: quant::q6_k::dot,
-            q4_k_rows: |w, rb, x, out| k_rows_with(quant::q4_k::dot, w, rb, x, out),
-            q5_k_rows: |w, rb, x, out| k_rows_with(quant::q5_k::dot, w, rb, x, out),
-            q6_k_rows: |w, rb, x, out| k_rows_with(quant::q6_k::dot, w, rb, x, out),
+            q4_k_rows: |w, rb, x, out| rows_with(quant::q4_k::dot, w, rb, x, out),
+            q5_k_rows: |w, rb, x, out| rows_with(quant::q5_k::dot, w, rb, x, out),
+            q6_k_rows: |w, rb, x, out| rows_with(quant::q6_k::dot, w, rb, x, out),
             q4_k_x4: |w, x| x.map(|x| quant::q4_k::dot(w, x)),
             q5_k_x4: |w, x| x.map(|x| quant::q5_k::dot(w, x)),
             q6_k_x4: |w, x| x.map(|x| quant::q6_k::dot(w, x)),
@@ -167,15 +167,8 @@ impl Kernels {
     }
 }
 
-/// [`QuantRows`] from a one-row dot product.
-fn rows_with(dot: QuantDot, w: &[u8], row_bytes: usize, x: &[BlockQ8], out: &mut [f32]) {
-    for (o, row) in out.iter_mut().zip(w.chunks_exact(row_bytes.max(1))) {
-        *o = dot(row, x);
-    }
-}
-
-/// [`KQuantRows`] from a one-row dot product.
-fn k_rows_with(dot: KQuantDot, w: &[u8], row_bytes: usize, x: &[BlockQ8K], out: &mut [f32]) {
+/// [`QuantRows`] (or [`KQuantRows`]) from a one-row dot product.
+fn rows_with<B>(dot: fn(&[u8], &[B]) -> f32, w: &[u8], row_bytes: usize, x: &[B], out: &mut [f32]) {
     for (o, row) in out.iter_mut().zip(w.chunks_exact(row_bytes.max(1))) {
         *o = dot(row, x);
     }
