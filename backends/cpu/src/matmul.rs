@@ -18,7 +18,7 @@ use rbees_core::{BackendError, Result, WeightDType};
 
 use crate::pool::Pool;
 use crate::quant::{
-    interleave_scales, q4_0x8, q4_kx8, q8_k, quantize_row, BlockQ8, BlockQ8K, Q8x4, Scales4,
+    interleave_scales, q4_kx8, q8_k, quantize_row, x8, BlockQ8, BlockQ8K, Q8x4, Scales4,
 };
 use crate::quant::{QK, QK_K};
 use crate::simd::{KQuantDot, KQuantDot4, KQuantRows, Kernels};
@@ -103,7 +103,7 @@ pub fn matmul(pool: &Pool, k: &Kernels, x: &CpuTensor, w: &CpuWeight) -> Result<
                             Storage::F32(wv) => f32_dot(&wv[r * kd..(r + 1) * kd], xr),
                             Storage::Blocks(bytes) => half_dot(&bytes[r * rb..(r + 1) * rb], xr),
                             // only Q4_0 and Q4_K weights are interleaved
-                            Storage::Q4_0x8(_) | Storage::Q4Kx8(_) => 0.0,
+                            Storage::X8(_) | Storage::Q4Kx8(_) => 0.0,
                         };
                     }
                 }
@@ -189,36 +189,38 @@ pub fn matmul(pool: &Pool, k: &Kernels, x: &CpuTensor, w: &CpuWeight) -> Result<
             };
             let (dot, dot_rows, dot4, dot8): (QuantDot, QuantRows, QuantDot4, QuantDot8) = kernels;
             let acts = Arc::new(QuantActs::new(x));
-            let interleaved = matches!(storage.as_ref(), Storage::Q4_0x8(_));
+            let interleaved = matches!(storage.as_ref(), Storage::X8(_));
             // Bands of interleaved weights hold whole groups of eight rows.
             let band = if interleaved {
-                band.next_multiple_of(q4_0x8::ROWS)
+                band.next_multiple_of(x8::ROWS)
             } else {
                 band
             };
-            // The `8 Σ y` correction of the interleaved kernels, per row.
+            // The `8 Σ y` correction of interleaved Q4_0 rows, per activation row.
             let nb = kd / QK;
             let sums = Arc::new(if interleaved {
-                (0..m)
-                    .flat_map(|i| q4_0x8::block_sums(acts.row(i)))
-                    .collect()
+                (0..m).flat_map(|i| x8::block_sums(acts.row(i))).collect()
             } else {
                 Vec::new()
             });
-            let (x8_rows, x8_four) = (k.q4_0x8_rows, k.q4_0x8_x4);
+            let (x8_rows, x8_four) = if dtype == WeightDType::Q8_0 {
+                (k.q8_0x8_rows, k.q8_0x8_x4)
+            } else {
+                (k.q4_0x8_rows, k.q4_0x8_x4)
+            };
             pool.run_bands(n * m, band * m, work, move |b, chunk| {
                 let first = b * band;
                 let count = chunk.len() / m;
                 let bytes: &[u8] = match storage.as_ref() {
                     Storage::Blocks(bytes) => &bytes[first * rb..(first + count) * rb],
-                    Storage::Q4_0x8(packed) => {
+                    Storage::X8(packed) => {
                         // Eight weight rows per activation load, one
                         // activation row (decode) or four at a time.
                         let groups = &packed[first * rb..(first + count) * rb];
                         let sums_of = |i: usize| &sums[i * nb..(i + 1) * nb];
                         interleaved_rows(
                             groups,
-                            q4_0x8::ROWS * rb,
+                            x8::ROWS * rb,
                             m,
                             chunk,
                             |g, i| {
@@ -229,7 +231,7 @@ pub fn matmul(pool: &Pool, k: &Kernels, x: &CpuTensor, w: &CpuWeight) -> Result<
                         );
                         return;
                     }
-                    _ => return, // these types are stored as blocks or interleaved Q4_0
+                    _ => return, // these types are stored as blocks or interleaved
                 };
                 if m == 1 {
                     // Decode: the whole band in one kernel call.

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use rbees_core::{BackendError, HostWeight, Result, WeightDType};
 
-use crate::quant::{dequantize_row, q4_0x8, q4_kx8, unsupported_reason, QK, QK_K};
+use crate::quant::{dequantize_row, q4_kx8, unsupported_reason, x8, QK, QK_K};
 
 #[derive(Debug, Clone)]
 pub enum Storage {
@@ -12,9 +12,9 @@ pub enum Storage {
     F32(Vec<f32>),
     /// Any other type: the GGUF bytes, rows of whole blocks.
     Blocks(Vec<u8>),
-    /// Q4_0 matrices with a multiple of 8 rows, interleaved in groups of
-    /// eight for the decode kernel (see [`q4_0x8`]).
-    Q4_0x8(Vec<u8>),
+    /// Q4_0 and Q8_0 matrices with a multiple of 8 rows, interleaved in
+    /// groups of eight (see [`x8`]).
+    X8(Vec<u8>),
     /// Q4_K matrices likewise (see [`q4_kx8`]).
     Q4Kx8(Vec<u8>),
 }
@@ -45,8 +45,8 @@ impl CpuWeight {
         let row_bytes = w.data.len() / rows.max(1);
         // Matrices of whole groups of eight rows are interleaved for decode.
         let groups = w.shape.len() == 2 && rows >= 8 && rows.is_multiple_of(8);
-        let storage = if groups && w.dtype == WeightDType::Q4_0 {
-            Storage::Q4_0x8(q4_0x8::pack(w.data, rows, cols / QK))
+        let storage = if groups && matches!(w.dtype, WeightDType::Q4_0 | WeightDType::Q8_0) {
+            Storage::X8(x8::pack(w.data, rows, cols / QK, w.dtype.block_bytes()))
         } else if groups && w.dtype == WeightDType::Q4K {
             Storage::Q4Kx8(q4_kx8::pack(w.data, rows, cols / QK_K))
         } else if w.dtype == WeightDType::F32 {
@@ -80,11 +80,11 @@ impl CpuWeight {
                 let bytes = &b[r * self.row_bytes..(r + 1) * self.row_bytes];
                 self.dequantize_bytes(bytes, out)?;
             }
-            Storage::Q4_0x8(packed) => {
-                let group_bytes = q4_0x8::ROWS * self.row_bytes;
-                let group = &packed[r / q4_0x8::ROWS * group_bytes..][..group_bytes];
+            Storage::X8(packed) => {
+                let group_bytes = x8::ROWS * self.row_bytes;
+                let group = &packed[r / x8::ROWS * group_bytes..][..group_bytes];
                 let mut bytes = vec![0u8; self.row_bytes];
-                q4_0x8::unpack_row(group, r % q4_0x8::ROWS, &mut bytes);
+                x8::unpack_row(group, r % x8::ROWS, self.dtype.block_bytes(), &mut bytes);
                 self.dequantize_bytes(&bytes, out)?;
             }
             Storage::Q4Kx8(packed) => {

@@ -6,7 +6,6 @@
 
 pub mod float;
 pub mod q4_0;
-pub mod q4_0x8;
 pub mod q4_1;
 pub mod q4_k;
 pub mod q4_kx8;
@@ -17,6 +16,7 @@ pub mod q6_k;
 pub mod q8;
 pub mod q8_0;
 pub mod q8_k;
+pub mod x8;
 
 use rbees_core::WeightDType;
 

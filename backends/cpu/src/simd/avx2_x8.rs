@@ -7,8 +7,12 @@
 use std::arch::x86_64::*;
 
 use super::avx2::dot_u8_i8_acc;
-use crate::quant::q4_0x8::{GROUP_BLOCK, ROWS};
-use crate::quant::{q4_kx8, BlockQ8, BlockQ8K};
+use crate::quant::x8::{group_block, ROWS};
+use crate::quant::{q4_0, q4_kx8, q8_0, BlockQ8, BlockQ8K};
+
+/// Bytes of a group block of interleaved Q4_0 and Q8_0 rows.
+const Q4_0_GROUP: usize = group_block(q4_0::BLOCK_BYTES);
+const Q8_0_GROUP: usize = group_block(q8_0::BLOCK_BYTES);
 
 /// Groups of eight rows (`x.len()` group blocks each) against one row of
 /// Q8_0 activations with their block sums; `out` gets eight values per
@@ -16,7 +20,7 @@ use crate::quant::{q4_kx8, BlockQ8, BlockQ8K};
 /// as are the other functions here.
 pub fn rows_q4_0x8(w: &[u8], x: &[BlockQ8], sums: &[i32], out: &mut [f32]) {
     let nb = x.len().min(sums.len());
-    let group_bytes = nb * GROUP_BLOCK;
+    let group_bytes = nb * Q4_0_GROUP;
     for (o, g) in out
         .chunks_exact_mut(ROWS)
         .zip(w.chunks_exact(group_bytes.max(1)))
@@ -37,7 +41,7 @@ pub fn group4_q4_0x8(group: &[u8], x: [&[BlockQ8]; 4], sums: [&[i32]; 4]) -> [[f
         .iter()
         .zip(&sums)
         .map(|(x, s)| x.len().min(s.len()))
-        .fold(group.len() / GROUP_BLOCK, usize::min);
+        .fold(group.len() / Q4_0_GROUP, usize::min);
     // SAFETY: as in `rows_q4_0x8`, for each of the four rows.
     let acc = unsafe {
         group_q4_0::<4>(
@@ -73,7 +77,7 @@ unsafe fn group_q4_0<const R: usize>(
     let m4 = _mm256_set1_epi8(0x0F);
     let mut acc = [_mm256_setzero_ps(); R];
     for i in 0..nb {
-        let b = w.add(i * GROUP_BLOCK);
+        let b = w.add(i * Q4_0_GROUP);
         let d_w = _mm256_cvtph_ps(_mm_loadu_si128(b as *const __m128i));
         let mut lo = [_mm256_setzero_si256(); 4];
         let mut hi = [_mm256_setzero_si256(); 4];
@@ -97,6 +101,70 @@ unsafe fn group_q4_0<const R: usize>(
             let corr = _mm256_set1_epi32(8 * *sums[r].add(i));
             let d = _mm256_mul_ps(d_w, _mm256_set1_ps(y.d));
             acc[r] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(_mm256_sub_epi32(s, corr)), acc[r]);
+        }
+    }
+    acc
+}
+
+/// Groups of eight interleaved Q8_0 rows against one row of Q8_0
+/// activations (`sums` unused: the weights are signed, no offset to undo).
+pub fn rows_q8_0x8(w: &[u8], x: &[BlockQ8], _sums: &[i32], out: &mut [f32]) {
+    let nb = x.len();
+    let group_bytes = nb * Q8_0_GROUP;
+    for (o, g) in out
+        .chunks_exact_mut(ROWS)
+        .zip(w.chunks_exact(group_bytes.max(1)))
+    {
+        // SAFETY: as in `rows_q4_0x8`.
+        unsafe {
+            let [acc] = group_q8_0::<1>(g.as_ptr(), [x.as_ptr()], nb);
+            _mm256_storeu_ps(o.as_mut_ptr(), acc);
+        }
+    }
+}
+
+/// One group of eight Q8_0 rows against four activation rows (prompts).
+pub fn group4_q8_0x8(group: &[u8], x: [&[BlockQ8]; 4], _sums: [&[i32]; 4]) -> [[f32; 8]; 4] {
+    let nb = x
+        .iter()
+        .map(|x| x.len())
+        .fold(group.len() / Q8_0_GROUP, usize::min);
+    // SAFETY: as in `rows_q4_0x8`, for each of the four rows.
+    let acc = unsafe { group_q8_0::<4>(group.as_ptr(), x.map(|r| r.as_ptr()), nb) };
+    acc.map(store8)
+}
+
+/// One Q8_0 group (eight weight rows, one per lane) against `R` activation
+/// rows: `|w|` times `y` with `w`'s sign, as `maddubs` needs one operand
+/// unsigned (ggml's Q8_0 weights are in -127..=127).
+///
+/// # Safety
+/// AVX2/FMA/F16C must be available; `w` must hold `nb` group blocks and
+/// each `x[r]` `nb` blocks.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn group_q8_0<const R: usize>(
+    w: *const u8,
+    x: [*const BlockQ8; R],
+    nb: usize,
+) -> [__m256; R] {
+    let mut acc = [_mm256_setzero_ps(); R];
+    for i in 0..nb {
+        let b = w.add(i * Q8_0_GROUP);
+        let d_w = _mm256_cvtph_ps(_mm_loadu_si128(b as *const __m128i));
+        let mut s = [_mm256_setzero_si256(); R];
+        for c in 0..8 {
+            let v = _mm256_loadu_si256(b.add(2 * ROWS + 32 * c) as *const __m256i);
+            let abs = _mm256_sign_epi8(v, v);
+            for r in 0..R {
+                let yq = (*x[r].add(i)).qs.as_ptr();
+                let yb = _mm256_set1_epi32(std::ptr::read_unaligned(yq.add(4 * c) as *const i32));
+                s[r] = dot_u8_i8_acc(s[r], abs, _mm256_sign_epi8(yb, v));
+            }
+        }
+        for r in 0..R {
+            let d = _mm256_mul_ps(d_w, _mm256_set1_ps((*x[r].add(i)).d));
+            acc[r] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(s[r]), acc[r]);
         }
     }
     acc
@@ -213,7 +281,7 @@ unsafe fn group_q4_k<const R: usize>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::quant::{q4_0, q4_0x8, quantize_row, QK};
+    use crate::quant::{quantize_row, x8, QK};
     use rand::{Rng, SeedableRng};
 
     #[test]
@@ -263,6 +331,49 @@ mod tests {
     }
 
     #[test]
+    fn q8_0_groups_equal_the_portable_group_product() {
+        if !(is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+            && is_x86_feature_detected!("f16c"))
+        {
+            return;
+        }
+        let mut rng = rand::rngs::StdRng::seed_from_u64(8);
+        let (rows, nb) = (16, 4);
+        let mut data: Vec<u8> = (0..rows * nb * q8_0::BLOCK_BYTES)
+            .map(|_| rng.random())
+            .collect();
+        for b in data.chunks_exact_mut(q8_0::BLOCK_BYTES) {
+            let d = half::f16::from_f32(rng.random_range(0.001f32..0.05));
+            b[..2].copy_from_slice(&d.to_le_bytes());
+            for q in &mut b[2..] {
+                *q = (*q as i8).max(-127) as u8;
+            }
+        }
+        let packed = x8::pack(&data, rows, nb, q8_0::BLOCK_BYTES);
+        let xf: Vec<f32> = (0..nb * QK).map(|_| rng.random_range(-3f32..3.0)).collect();
+        let mut x = vec![BlockQ8::default(); nb];
+        quantize_row(&xf, &mut x);
+        let mut got = vec![0f32; rows];
+        rows_q8_0x8(&packed, &x, &[], &mut got);
+        let four = group4_q8_0x8(&packed[..nb * Q8_0_GROUP], [&x[..]; 4], [&[][..]; 4]);
+        assert!(
+            four.iter().all(|r| r[..] == got[..ROWS]),
+            "{four:?} vs {got:?}"
+        );
+        for (g, group) in packed.chunks_exact(nb * Q8_0_GROUP).enumerate() {
+            let want = x8::dot_group_q8_0(group, &x);
+            for r in 0..ROWS {
+                let (a, b) = (got[ROWS * g + r], want[r]);
+                assert!(
+                    (a - b).abs() <= 1e-5 * (1.0 + b.abs()),
+                    "group {g} row {r}: {a} vs {b}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn equals_the_portable_group_product() {
         if !(is_x86_feature_detected!("avx2")
             && is_x86_feature_detected!("fma")
@@ -279,21 +390,21 @@ mod tests {
             let d = half::f16::from_f32(rng.random_range(0.001f32..0.05));
             b[..2].copy_from_slice(&d.to_le_bytes());
         }
-        let packed = q4_0x8::pack(&data, rows, nb);
+        let packed = x8::pack(&data, rows, nb, q4_0::BLOCK_BYTES);
         let xf: Vec<f32> = (0..nb * QK).map(|_| rng.random_range(-3f32..3.0)).collect();
         let mut x = vec![BlockQ8::default(); nb];
         quantize_row(&xf, &mut x);
-        let sums = q4_0x8::block_sums(&x);
+        let sums = x8::block_sums(&x);
         let mut got = vec![0f32; rows];
         rows_q4_0x8(&packed, &x, &sums, &mut got);
-        let group = &packed[..nb * GROUP_BLOCK];
+        let group = &packed[..nb * Q4_0_GROUP];
         let four = group4_q4_0x8(group, [&x[..]; 4], [&sums[..]; 4]);
         assert!(
             four.iter().all(|r| r[..] == got[..ROWS]),
             "{four:?} vs {got:?}"
         );
-        for (g, group) in packed.chunks_exact(nb * GROUP_BLOCK).enumerate() {
-            let want = q4_0x8::dot_group(group, &x, &sums);
+        for (g, group) in packed.chunks_exact(nb * Q4_0_GROUP).enumerate() {
+            let want = x8::dot_group_q4_0(group, &x, &sums);
             for r in 0..ROWS {
                 let (a, b) = (got[ROWS * g + r], want[r]);
                 assert!(

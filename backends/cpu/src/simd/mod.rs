@@ -9,7 +9,7 @@ mod avx2_k;
 #[cfg(target_arch = "x86_64")]
 mod avx2_x8;
 
-use crate::quant::{self, BlockQ8, BlockQ8K, Q8x4};
+use crate::quant::{self, x8, BlockQ8, BlockQ8K, Q8x4};
 
 /// One row of quantised weight bytes against Q8 activation blocks.
 pub type QuantDot = fn(&[u8], &[BlockQ8]) -> f32;
@@ -22,16 +22,17 @@ pub type QuantRows = fn(&[u8], usize, &[BlockQ8], &mut [f32]);
 pub type QuantDot4 = fn(&[u8], &Q8x4<'_>) -> [f32; 4];
 /// One row of quantised weight bytes against two groups of four rows.
 pub type QuantDot8 = fn(&[u8], &Q8x4<'_>, &Q8x4<'_>) -> [f32; 8];
-/// Groups of eight interleaved Q4_0 rows (see [`crate::quant::q4_0x8`])
-/// against one row of Q8_0 activations and their block sums; eight results
-/// per group (decode).
-pub type Q4_0x8Rows = fn(&[u8], &[BlockQ8], &[i32], &mut [f32]);
+/// Groups of eight interleaved Q4_0 or Q8_0 rows (see [`crate::quant::x8`])
+/// against one row of Q8_0 activations and their block sums (which only
+/// Q4_0 uses); eight results per group (decode).
+pub type X8Rows = fn(&[u8], &[BlockQ8], &[i32], &mut [f32]);
 /// Groups of eight interleaved Q4_K rows (see [`crate::quant::q4_kx8`])
 /// against one row of Q8_K activations; eight results per group (decode).
 pub type Q4Kx8Rows = fn(&[u8], &[BlockQ8K], &mut [f32]);
-/// One group of eight interleaved Q4_0 rows against four activation rows
-/// and their block sums (prompts): eight results per activation row.
-pub type Q4_0x8Four = fn(&[u8], [&[BlockQ8]; 4], [&[i32]; 4]) -> [[f32; 8]; 4];
+/// One group of eight interleaved Q4_0 or Q8_0 rows against four
+/// activation rows and their block sums (prompts): eight results per
+/// activation row.
+pub type X8Four = fn(&[u8], [&[BlockQ8]; 4], [&[i32]; 4]) -> [[f32; 8]; 4];
 /// One group of eight interleaved Q4_K rows against four activation rows.
 pub type Q4Kx8Four = fn(&[u8], [&[BlockQ8K]; 4]) -> [[f32; 8]; 4];
 /// One row of K-quant weight bytes against Q8_K activation blocks.
@@ -63,9 +64,11 @@ pub struct Kernels {
     pub q4_0_x4: QuantDot4,
     pub q4_1_x4: QuantDot4,
     pub q8_0_x4: QuantDot4,
-    pub q4_0x8_rows: Q4_0x8Rows,
+    pub q4_0x8_rows: X8Rows,
+    pub q8_0x8_rows: X8Rows,
     pub q4_kx8_rows: Q4Kx8Rows,
-    pub q4_0x8_x4: Q4_0x8Four,
+    pub q4_0x8_x4: X8Four,
+    pub q8_0x8_x4: X8Four,
     pub q4_kx8_x4: Q4Kx8Four,
     pub q5_0: QuantDot,
     pub q5_1: QuantDot,
@@ -113,12 +116,21 @@ impl Kernels {
             q4_1_x4: |w, x| x.rows.map(|x| quant::q4_1::dot(w, x)),
             q8_0_x4: |w, x| x.rows.map(|x| quant::q8_0::dot(w, x)),
             q4_0x8_rows: |w, x, sums, out| {
-                let group_bytes = x.len() * quant::q4_0x8::GROUP_BLOCK;
+                let group_bytes = x.len() * x8::group_block(quant::q4_0::BLOCK_BYTES);
                 for (o, g) in out
-                    .chunks_exact_mut(quant::q4_0x8::ROWS)
+                    .chunks_exact_mut(x8::ROWS)
                     .zip(w.chunks_exact(group_bytes.max(1)))
                 {
-                    o.copy_from_slice(&quant::q4_0x8::dot_group(g, x, sums));
+                    o.copy_from_slice(&x8::dot_group_q4_0(g, x, sums));
+                }
+            },
+            q8_0x8_rows: |w, x, _, out| {
+                let group_bytes = x.len() * x8::group_block(quant::q8_0::BLOCK_BYTES);
+                for (o, g) in out
+                    .chunks_exact_mut(x8::ROWS)
+                    .zip(w.chunks_exact(group_bytes.max(1)))
+                {
+                    o.copy_from_slice(&x8::dot_group_q8_0(g, x));
                 }
             },
             q4_kx8_rows: |w, x, out| {
@@ -130,9 +142,8 @@ impl Kernels {
                     o.copy_from_slice(&quant::q4_kx8::dot_group(g, x));
                 }
             },
-            q4_0x8_x4: |g, x, sums| {
-                [0, 1, 2, 3].map(|r| quant::q4_0x8::dot_group(g, x[r], sums[r]))
-            },
+            q4_0x8_x4: |g, x, sums| [0, 1, 2, 3].map(|r| x8::dot_group_q4_0(g, x[r], sums[r])),
+            q8_0x8_x4: |g, x, _| x.map(|x| x8::dot_group_q8_0(g, x)),
             q4_kx8_x4: |g, x| x.map(|x| quant::q4_kx8::dot_group(g, x)),
             q5_0: quant::q5_0::dot,
             q5_1: quant::q5_1::dot,
