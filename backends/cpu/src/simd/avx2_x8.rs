@@ -1,5 +1,5 @@
-//! AVX2 kernels for Q4_0 and Q4_K rows interleaved in groups of eight (see
-//! [`crate::quant::q4_0x8`], [`crate::quant::q4_kx8`]): each 32-bit lane
+//! AVX2 kernels for Q4_0, Q8_0 and Q4_K rows interleaved in groups of eight (see
+//! [`crate::quant::x8`], [`crate::quant::q4_kx8`]): each 32-bit lane
 //! carries one weight row, so one broadcast of four activation bytes feeds
 //! eight rows; against one activation row (decode) or four (prompts, the
 //! weight nibbles unpacked once for the four).
