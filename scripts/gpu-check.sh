@@ -21,8 +21,14 @@ mkdir -p "$OUT" "$WORK"
 bash "$HERE/run-with-cuda-libs.sh" /bin/sh -c 'echo "FOUND_PATH=$LD_LIBRARY_PATH"' \
     > "$OUT/libraries.log" 2>&1
 LIBS=$(sed -n 's/^FOUND_PATH=//p' "$OUT/libraries.log")
-run() { LD_LIBRARY_PATH="$LIBS" "$HERE/rbees" "$@"; }
-export HERE OUT WORK LIBS
+# The binary travels gzipped (scripts/gpu-stage.sh); unpack it next to the work files.
+BIN="$HERE/rbees"
+if [ -f "$HERE/rbees.gz" ]; then
+    BIN="$WORK/rbees"
+    gunzip -c "$HERE/rbees.gz" > "$BIN" && chmod +x "$BIN"
+fi
+run() { LD_LIBRARY_PATH="$LIBS" "$BIN" "$@"; }
+export HERE OUT WORK LIBS BIN
 # step N LIMIT_SECONDS LOG COMMAND...: runs COMMAND if N is selected.
 step() {
     local n=$1 limit=$2 log=$3
