@@ -39,7 +39,9 @@ struct QuantActs {
 }
 
 impl QuantActs {
-    fn new(x: &CpuTensor) -> Self {
+    /// `four_row_scales`: lay out the scales for the four-row kernels of
+    /// plain rows (interleaved rows do not use them).
+    fn new(x: &CpuTensor, four_row_scales: bool) -> Self {
         let (m, kd) = x.dims();
         let nb = kd / QK;
         let mut q = vec![BlockQ8::default(); m * nb];
@@ -53,9 +55,11 @@ impl QuantActs {
             nb,
             groups: Vec::new(),
         };
-        acts.groups = (0..m / 4)
-            .map(|g| interleave_scales(acts.group_rows(g), nb))
-            .collect();
+        if four_row_scales {
+            acts.groups = (0..m / 4)
+                .map(|g| interleave_scales(acts.group_rows(g), nb))
+                .collect();
+        }
         acts
     }
 
@@ -188,8 +192,8 @@ pub fn matmul(pool: &Pool, k: &Kernels, x: &CpuTensor, w: &CpuWeight) -> Result<
                 }
             };
             let (dot, dot_rows, dot4, dot8): (QuantDot, QuantRows, QuantDot4, QuantDot8) = kernels;
-            let acts = Arc::new(QuantActs::new(x));
             let interleaved = matches!(storage.as_ref(), Storage::X8(_));
+            let acts = Arc::new(QuantActs::new(x, !interleaved));
             // Bands of interleaved weights hold whole groups of eight rows.
             let band = if interleaved {
                 band.next_multiple_of(x8::ROWS)
@@ -198,7 +202,7 @@ pub fn matmul(pool: &Pool, k: &Kernels, x: &CpuTensor, w: &CpuWeight) -> Result<
             };
             // The `8 Σ y` correction of interleaved Q4_0 rows, per activation row.
             let nb = kd / QK;
-            let sums = Arc::new(if interleaved {
+            let sums = Arc::new(if interleaved && dtype == WeightDType::Q4_0 {
                 (0..m).flat_map(|i| x8::block_sums(acts.row(i))).collect()
             } else {
                 Vec::new()
@@ -217,7 +221,8 @@ pub fn matmul(pool: &Pool, k: &Kernels, x: &CpuTensor, w: &CpuWeight) -> Result<
                         // Eight weight rows per activation load, one
                         // activation row (decode) or four at a time.
                         let groups = &packed[first * rb..(first + count) * rb];
-                        let sums_of = |i: usize| &sums[i * nb..(i + 1) * nb];
+                        // (Q8_0 rows have no offset to undo: no sums.)
+                        let sums_of = |i: usize| sums.get(i * nb..(i + 1) * nb).unwrap_or(&[]);
                         interleaved_rows(
                             groups,
                             x8::ROWS * rb,

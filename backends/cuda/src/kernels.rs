@@ -11,19 +11,13 @@ use rbees_core::WeightDType;
 /// Our kernels (kernels/rbees.cu), compiled to PTX by build.rs.
 const RBEES_PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/rbees_kernels.ptx"));
 
-/// The quantised types with candle-kernels products and row lookups.
-pub const QUANTIZED: [WeightDType; 10] = [
-    WeightDType::Q4_0,
-    WeightDType::Q4_1,
-    WeightDType::Q5_0,
-    WeightDType::Q5_1,
-    WeightDType::Q8_0,
-    WeightDType::Q2K,
-    WeightDType::Q3K,
-    WeightDType::Q4K,
-    WeightDType::Q5K,
-    WeightDType::Q6K,
-];
+/// The quantised types with candle-kernels products and row lookups:
+/// every GGUF quantised type but Q8_K (an activation type).
+fn quantized_types() -> impl Iterator<Item = WeightDType> {
+    WeightDType::ALL
+        .into_iter()
+        .filter(|d| d.is_quantized() && *d != WeightDType::Q8K)
+}
 
 /// Kernels for one quantised weight type.
 pub struct QuantKernels {
@@ -92,7 +86,7 @@ impl Kernels {
         let ours = module(ctx, "rbees", RBEES_PTX)?;
 
         let mut per_type = HashMap::new();
-        for dtype in QUANTIZED {
+        for dtype in quantized_types() {
             let (t, cols, rows) = quant_names(dtype);
             let mat_vec = (1..=8)
                 .map(|m| function(&quantized, &format!("mul_mat_vec_{t}_q8_1_cuda{m}")))

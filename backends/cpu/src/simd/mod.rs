@@ -117,30 +117,15 @@ impl Kernels {
             q8_0_x4: |w, x| x.rows.map(|x| quant::q8_0::dot(w, x)),
             q4_0x8_rows: |w, x, sums, out| {
                 let group_bytes = x.len() * x8::group_block(quant::q4_0::BLOCK_BYTES);
-                for (o, g) in out
-                    .chunks_exact_mut(x8::ROWS)
-                    .zip(w.chunks_exact(group_bytes.max(1)))
-                {
-                    o.copy_from_slice(&x8::dot_group_q4_0(g, x, sums));
-                }
+                each_group(w, group_bytes, out, |g| x8::dot_group_q4_0(g, x, sums));
             },
             q8_0x8_rows: |w, x, _, out| {
                 let group_bytes = x.len() * x8::group_block(quant::q8_0::BLOCK_BYTES);
-                for (o, g) in out
-                    .chunks_exact_mut(x8::ROWS)
-                    .zip(w.chunks_exact(group_bytes.max(1)))
-                {
-                    o.copy_from_slice(&x8::dot_group_q8_0(g, x));
-                }
+                each_group(w, group_bytes, out, |g| x8::dot_group_q8_0(g, x));
             },
             q4_kx8_rows: |w, x, out| {
                 let group_bytes = x.len() * quant::q4_kx8::GROUP_BLOCK;
-                for (o, g) in out
-                    .chunks_exact_mut(quant::q4_kx8::ROWS)
-                    .zip(w.chunks_exact(group_bytes.max(1)))
-                {
-                    o.copy_from_slice(&quant::q4_kx8::dot_group(g, x));
-                }
+                each_group(w, group_bytes, out, |g| quant::q4_kx8::dot_group(g, x));
             },
             q4_0x8_x4: |g, x, sums| [0, 1, 2, 3].map(|r| x8::dot_group_q4_0(g, x[r], sums[r])),
             q8_0x8_x4: |g, x, _| x.map(|x| x8::dot_group_q8_0(g, x)),
@@ -182,6 +167,16 @@ impl Kernels {
 fn rows_with<B>(dot: fn(&[u8], &[B]) -> f32, w: &[u8], row_bytes: usize, x: &[B], out: &mut [f32]) {
     for (o, row) in out.iter_mut().zip(w.chunks_exact(row_bytes.max(1))) {
         *o = dot(row, x);
+    }
+}
+
+/// Eight results per group of `group_bytes` bytes of `w`, into `out`.
+fn each_group(w: &[u8], group_bytes: usize, out: &mut [f32], dot: impl Fn(&[u8]) -> [f32; 8]) {
+    for (o, g) in out
+        .chunks_exact_mut(8)
+        .zip(w.chunks_exact(group_bytes.max(1)))
+    {
+        o.copy_from_slice(&dot(g));
     }
 }
 
