@@ -38,6 +38,17 @@ pub struct AttentionShape {
     pub scale: f32,
 }
 
+/// One sequence's rows in a batch: rows `start..start + len` of the batch
+/// tensors are its tokens at positions `pos0..pos0 + len` (continuous
+/// batching concatenates the rows of several sequences; see
+/// [`Backend::attention_batch`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeqSpan {
+    pub start: usize,
+    pub len: usize,
+    pub pos0: usize,
+}
+
 /// A kernel backend: the math of a Llama block on one device.
 ///
 /// # Data model
@@ -174,5 +185,99 @@ pub trait Backend: Send + Sync + Sized + 'static {
     fn swiglu(&self, gate: &Self::Tensor, up: &Self::Tensor) -> Result<Self::Tensor> {
         let activated = self.silu(gate)?;
         self.mul(&activated, up)
+    }
+
+    // ---- batches of sequences (continuous batching) -------------------------
+    // A batch is one tensor whose rows are the tokens of several sequences,
+    // one [`SeqSpan`] each, in order (checked by `checks::spans`). Products
+    // and elementwise ops take the whole batch; these ops follow each
+    // sequence's own positions and cache. The defaults run the
+    // single-sequence op on each span's rows and concatenate, so a backend
+    // overrides them only for speed; every override must give each row
+    // exactly what the single-sequence op gives it.
+
+    /// The rows of `parts`, one after the other (all with the same columns).
+    /// The default goes through host memory.
+    fn concat_rows(&self, parts: &[&Self::Tensor]) -> Result<Self::Tensor> {
+        let cols = parts.first().map_or(0, |p| self.dims(p).1);
+        let mut data = Vec::new();
+        let mut rows = 0;
+        for p in parts {
+            let (r, c) = self.dims(p);
+            crate::checks::same("concat_rows", (r, cols), (r, c))?;
+            data.extend(self.download(p)?);
+            rows += r;
+        }
+        self.upload(&data, rows, cols)
+    }
+
+    /// [`Backend::rope`] of every span at its own positions.
+    #[allow(clippy::too_many_arguments)]
+    fn rope_batch(
+        &self,
+        x: &Self::Tensor,
+        n_heads: usize,
+        head_dim: usize,
+        spans: &[SeqSpan],
+        cos: &Self::Tensor,
+        sin: &Self::Tensor,
+        variant: RopeVariant,
+    ) -> Result<Self::Tensor> {
+        crate::checks::spans("rope_batch", self.dims(x).0, spans, spans.len())?;
+        if let [one] = spans {
+            return self.rope(x, n_heads, head_dim, one.pos0, cos, sin, variant);
+        }
+        let parts = spans
+            .iter()
+            .map(|s| {
+                let rows = self.rows(x, s.start, s.len)?;
+                self.rope(&rows, n_heads, head_dim, s.pos0, cos, sin, variant)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        self.concat_rows(&parts.iter().collect::<Vec<_>>())
+    }
+
+    /// [`Backend::kv_append`] of every span's rows of `k`, `v` into its own
+    /// cache (`caches[i]` for `spans[i]`) at its own positions.
+    fn kv_append_batch(
+        &self,
+        caches: &mut [&mut Self::KvCache],
+        k: &Self::Tensor,
+        v: &Self::Tensor,
+        spans: &[SeqSpan],
+    ) -> Result<()> {
+        crate::checks::spans("kv_append_batch", self.dims(k).0, spans, caches.len())?;
+        if let ([one], [cache]) = (spans, &mut *caches) {
+            return self.kv_append(cache, k, v, one.pos0);
+        }
+        for (s, cache) in spans.iter().zip(caches.iter_mut()) {
+            let (ks, vs) = (self.rows(k, s.start, s.len)?, self.rows(v, s.start, s.len)?);
+            self.kv_append(cache, &ks, &vs, s.pos0)?;
+        }
+        Ok(())
+    }
+
+    /// [`Backend::attention`] of every span's query rows over its own cache
+    /// (`caches[i]` for `spans[i]`, already holding the span's keys).
+    fn attention_batch(
+        &self,
+        q: &Self::Tensor,
+        caches: &[&Self::KvCache],
+        spans: &[SeqSpan],
+        shape: AttentionShape,
+    ) -> Result<Self::Tensor> {
+        crate::checks::spans("attention_batch", self.dims(q).0, spans, caches.len())?;
+        if let ([one], [cache]) = (spans, caches) {
+            return self.attention(q, cache, one.pos0, shape);
+        }
+        let parts = spans
+            .iter()
+            .zip(caches)
+            .map(|(s, cache)| {
+                let rows = self.rows(q, s.start, s.len)?;
+                self.attention(&rows, cache, s.pos0, shape)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        self.concat_rows(&parts.iter().collect::<Vec<_>>())
     }
 }

@@ -4,7 +4,7 @@
 //!
 //! Dimensions are `(rows, cols)` as returned by `Backend::dims`/`weight_dims`.
 
-use crate::{AttentionShape, BackendError, Result};
+use crate::{AttentionShape, BackendError, Result, SeqSpan};
 
 type Dims = (usize, usize);
 
@@ -183,4 +183,34 @@ pub fn attention_weighted_sum(
         );
     }
     Ok(seq)
+}
+
+/// The spans of a batch tile its `rows` in order: each starts where the
+/// previous one ended, none is empty, the last ends at `rows`; and there is
+/// one cache per span (`caches`). Returns nothing: the spans are then safe
+/// to slice with.
+pub fn spans(op: &'static str, rows: usize, spans: &[SeqSpan], caches: usize) -> Result<()> {
+    if spans.len() != caches {
+        return fail(op, format!("{} sequences but {caches} caches", spans.len()));
+    }
+    let mut next = 0usize;
+    for (i, s) in spans.iter().enumerate() {
+        if s.start != next || s.len == 0 {
+            return fail(
+                op,
+                format!(
+                    "sequence {i} covers rows {}..+{}, expected a non-empty span from row {next}",
+                    s.start, s.len
+                ),
+            );
+        }
+        next = s.start.checked_add(s.len).unwrap_or(usize::MAX);
+    }
+    if next != rows {
+        return fail(
+            op,
+            format!("the sequences cover {next} rows of a batch of {rows}"),
+        );
+    }
+    Ok(())
 }

@@ -15,7 +15,7 @@ mod registry;
 mod rope;
 mod weight;
 
-pub use backend::{AttentionShape, Backend, BackendOptions, RopeVariant};
+pub use backend::{AttentionShape, Backend, BackendOptions, RopeVariant, SeqSpan};
 pub use dtype::WeightDType;
 pub use error::{BackendError, Result};
 pub use op::{Op, Support};

@@ -23,10 +23,18 @@ pub enum Op {
     Attention,
     /// Fused: `silu(gate) * up`.
     SwiGlu,
+    /// Stacking the rows of several tensors (batches of sequences).
+    ConcatRows,
+    /// RoPE of a batch, each sequence at its own positions.
+    RopeBatch,
+    /// KV append of a batch, each sequence into its own cache.
+    KvAppendBatch,
+    /// Attention of a batch, each sequence over its own cache.
+    AttentionBatch,
 }
 
 impl Op {
-    pub const ALL: [Op; 14] = [
+    pub const ALL: [Op; 18] = [
         Op::RmsNorm,
         Op::Rope,
         Op::Softmax,
@@ -41,7 +49,25 @@ impl Op {
         Op::AttentionWeightedSum,
         Op::Attention,
         Op::SwiGlu,
+        Op::ConcatRows,
+        Op::RopeBatch,
+        Op::KvAppendBatch,
+        Op::AttentionBatch,
     ];
+
+    /// Ops whose trait method has a default composition (a backend that
+    /// does not override them answers [`Support::Composed`]).
+    pub fn has_default(self) -> bool {
+        matches!(
+            self,
+            Op::Attention
+                | Op::SwiGlu
+                | Op::ConcatRows
+                | Op::RopeBatch
+                | Op::KvAppendBatch
+                | Op::AttentionBatch
+        )
+    }
 }
 
 impl fmt::Display for Op {
@@ -61,6 +87,10 @@ impl fmt::Display for Op {
             Op::AttentionWeightedSum => "attention_weighted_sum",
             Op::Attention => "attention",
             Op::SwiGlu => "swiglu",
+            Op::ConcatRows => "concat_rows",
+            Op::RopeBatch => "rope_batch",
+            Op::KvAppendBatch => "kv_append_batch",
+            Op::AttentionBatch => "attention_batch",
         };
         f.write_str(s)
     }
@@ -71,7 +101,8 @@ impl fmt::Display for Op {
 pub enum Support {
     /// The backend has its own implementation.
     Native,
-    /// Runs through the trait's default composition of basic ops (fused ops only).
+    /// Runs through the trait's default composition of basic ops (ops with
+    /// [`Op::has_default`] only).
     Composed,
     /// Cannot run; the reason is shown to the user at load time.
     Unsupported(String),

@@ -295,7 +295,7 @@ pub fn gguf_load(data: &[u8]) {
         );
         // A small context keeps each run fast; the file's own is checked too.
         for context in [Some(8), None] {
-            let options = LoadOptions { context };
+            let options = LoadOptions { context, slots: 1 };
             let Ok(mut loaded) = load_gguf(&gguf, &choice, &options, &mut |_, _| {}) else {
                 continue;
             };

@@ -42,6 +42,8 @@ pub enum ModelError {
     EmptyPrompt,
     #[error("token id {id} is outside the vocabulary of {vocab} tokens")]
     TokenOutOfRange { id: u32, vocab: usize },
+    #[error("invalid batch: {0}")]
+    Batch(String),
     #[error("invalid sampling setting: {0}")]
     Sampling(String),
     #[error(transparent)]

@@ -14,8 +14,10 @@ pub mod tokenizer;
 
 pub use config::LlamaConfig;
 pub use error::{ModelError, Result};
-pub use generate::{generate, GenerateParams, Generated, StopReason, Timings, TokenEvent};
+pub use generate::{
+    generate, Decoding, GenerateParams, Generated, StopReason, Timings, TokenEvent, PROMPT_BATCH,
+};
 pub use gguf::GgufFile;
-pub use llama::{CapabilityReport, Llama, LoadOptions};
+pub use llama::{CapabilityReport, Llama, LoadOptions, SeqChunk, MAX_SLOTS};
 pub use sampler::{Sampler, SamplingParams};
 pub use tokenizer::Tokenizer;

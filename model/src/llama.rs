@@ -1,6 +1,8 @@
 //! The Llama architecture over any [`Backend`].
 
-use rbees_core::{rope_tables, AttentionShape, Backend, Op, RopeVariant, Support, WeightDType};
+use rbees_core::{
+    rope_tables, AttentionShape, Backend, Op, RopeVariant, SeqSpan, Support, WeightDType,
+};
 
 use crate::config::LlamaConfig;
 use crate::error::{ModelError, Result};
@@ -41,7 +43,21 @@ impl CapabilityReport {
 /// it gets the backend too, to download them.
 pub type Trace<'t, B> = &'t mut dyn FnMut(&B, &str, &<B as Backend>::Tensor);
 
-/// A Llama-architecture model loaded on backend `B`, with its KV cache.
+/// One sequence's part of a batched step: `ids` at positions `pos0..` of
+/// the sequence whose KV cache is `slot`.
+#[derive(Debug, Clone, Copy)]
+pub struct SeqChunk<'a> {
+    pub slot: usize,
+    pub pos0: usize,
+    pub ids: &'a [u32],
+    /// Return the logits of the chunk's last position (a sequence about to
+    /// sample); a prompt chunk that is not the prompt's last skips the
+    /// output projection.
+    pub logits: bool,
+}
+
+/// A Llama-architecture model loaded on backend `B`, with one KV cache per
+/// sequence slot.
 pub struct Llama<B: Backend> {
     backend: B,
     config: LlamaConfig,
@@ -53,7 +69,8 @@ pub struct Llama<B: Backend> {
     output: Option<B::Weight>,
     rope_cos: B::Tensor,
     rope_sin: B::Tensor,
-    caches: Vec<B::KvCache>,
+    /// `caches[layer][slot]`.
+    caches: Vec<Vec<B::KvCache>>,
     vocab_size: usize,
     capabilities: CapabilityReport,
 }
@@ -61,9 +78,16 @@ pub struct Llama<B: Backend> {
 /// Load settings that are not in the model file.
 #[derive(Debug, Clone, Default)]
 pub struct LoadOptions {
-    /// KV cache size in tokens; `None`: the trained context, at most [`DEFAULT_MAX_CONTEXT`].
+    /// KV cache size in tokens, per slot; `None`: the trained context, at
+    /// most [`DEFAULT_MAX_CONTEXT`].
     pub context: Option<usize>,
+    /// Sequences that can be in flight at once, each with its own KV cache
+    /// of `context` tokens (0 is taken as 1).
+    pub slots: usize,
 }
+
+/// Most KV cache slots one may ask for.
+pub const MAX_SLOTS: usize = 1024;
 
 /// Default cap on the KV cache, as llama.cpp's tools default to 4096.
 pub const DEFAULT_MAX_CONTEXT: usize = 4096;
@@ -176,8 +200,18 @@ impl<B: Backend> Llama<B> {
         let half = config.rope_dim / 2;
         let rope_cos = backend.upload(&cos, context, half)?;
         let rope_sin = backend.upload(&sin, context, half)?;
+        let slots = options.slots.max(1);
+        if slots > MAX_SLOTS {
+            return Err(ModelError::Context(format!(
+                "{slots} sequence slots is more than rbees supports ({MAX_SLOTS})"
+            )));
+        }
         let caches = (0..config.n_layers)
-            .map(|_| backend.kv_cache(context, kv))
+            .map(|_| {
+                (0..slots)
+                    .map(|_| backend.kv_cache(context, kv))
+                    .collect::<std::result::Result<Vec<_>, _>>()
+            })
             .collect::<std::result::Result<Vec<_>, _>>()?;
         Ok(Llama {
             backend,
@@ -203,9 +237,19 @@ impl<B: Backend> Llama<B> {
         &self.backend
     }
 
-    /// Tokens the KV cache holds.
+    /// Tokens each slot's KV cache holds.
     pub fn context(&self) -> usize {
         self.context
+    }
+
+    /// KV cache slots: sequences a [`Llama::step`] can run together.
+    pub fn slots(&self) -> usize {
+        self.caches.first().map_or(1, Vec::len)
+    }
+
+    /// Bytes of one slot's KV cache (keys and values of every layer, f32).
+    pub fn kv_bytes_per_slot(&self) -> usize {
+        2 * self.config.n_layers * self.context * self.config.kv_dim() * 4
     }
 
     pub fn vocab_size(&self) -> usize {
@@ -222,7 +266,27 @@ impl<B: Backend> Llama<B> {
     /// Positions `0..pos0` must already be in the cache (from earlier calls);
     /// anything cached after `pos0` is overwritten.
     pub fn forward(&mut self, ids: &[u32], pos0: usize) -> Result<Vec<f32>> {
-        self.forward_impl(ids, pos0, None)
+        let chunk = SeqChunk {
+            slot: 0,
+            pos0,
+            ids,
+            logits: true,
+        };
+        let mut logits = self.forward_impl(&[chunk], None)?;
+        Ok(logits.pop().flatten().unwrap_or_default())
+    }
+
+    /// One forward pass over several sequences at once (continuous
+    /// batching): the rows of every chunk go through each matrix product
+    /// together; RoPE, the KV cache and attention follow each chunk's own
+    /// slot and positions. Returns, for each chunk, the logits of its last
+    /// position if it asked for them.
+    ///
+    /// Each slot appears at most once; positions `0..pos0` of a chunk's slot
+    /// must hold that sequence's earlier tokens (anything cached after
+    /// `pos0` is overwritten).
+    pub fn step(&mut self, chunks: &[SeqChunk<'_>]) -> Result<Vec<Option<Vec<f32>>>> {
+        self.forward_impl(chunks, None)
     }
 
     /// Like [`Llama::forward`], reporting each intermediate activation to
@@ -234,30 +298,78 @@ impl<B: Backend> Llama<B> {
         pos0: usize,
         trace: Trace<'_, B>,
     ) -> Result<Vec<f32>> {
-        self.forward_impl(ids, pos0, Some(trace))
+        let chunk = SeqChunk {
+            slot: 0,
+            pos0,
+            ids,
+            logits: true,
+        };
+        let mut logits = self.forward_impl(&[chunk], Some(trace))?;
+        Ok(logits.pop().flatten().unwrap_or_default())
+    }
+
+    /// The chunks' rows as spans of one batch, after checking every chunk.
+    fn batch_spans(&self, chunks: &[SeqChunk<'_>]) -> Result<Vec<SeqSpan>> {
+        if chunks.is_empty() {
+            return Err(ModelError::Batch("no sequences to run".into()));
+        }
+        let slots = self.slots();
+        let mut used = vec![false; slots];
+        let mut spans = Vec::with_capacity(chunks.len());
+        let mut start = 0;
+        for c in chunks {
+            if c.ids.is_empty() {
+                return Err(ModelError::EmptyPrompt);
+            }
+            match used.get_mut(c.slot) {
+                None => {
+                    return Err(ModelError::Batch(format!(
+                        "slot {} does not exist (the model has {slots})",
+                        c.slot
+                    )))
+                }
+                Some(true) => {
+                    return Err(ModelError::Batch(format!(
+                        "slot {} appears twice in one step",
+                        c.slot
+                    )))
+                }
+                Some(u) => *u = true,
+            }
+            let end = c.pos0.checked_add(c.ids.len());
+            if end.is_none_or(|end| end > self.context) {
+                return Err(ModelError::PromptTooLong {
+                    prompt_tokens: end.unwrap_or(usize::MAX),
+                    context: self.context,
+                });
+            }
+            if let Some(&id) = c.ids.iter().find(|&&id| id as usize >= self.vocab_size) {
+                return Err(ModelError::TokenOutOfRange {
+                    id,
+                    vocab: self.vocab_size,
+                });
+            }
+            spans.push(SeqSpan {
+                start,
+                len: c.ids.len(),
+                pos0: c.pos0,
+            });
+            start += c.ids.len();
+        }
+        Ok(spans)
     }
 
     fn forward_impl(
         &mut self,
-        ids: &[u32],
-        pos0: usize,
+        chunks: &[SeqChunk<'_>],
         mut trace: Option<Trace<'_, B>>,
-    ) -> Result<Vec<f32>> {
+    ) -> Result<Vec<Option<Vec<f32>>>> {
+        let spans = self.batch_spans(chunks)?;
+        let slots: Vec<usize> = chunks.iter().map(|c| c.slot).collect();
+        let ids: Vec<u32> = chunks.iter().flat_map(|c| c.ids.iter().copied()).collect();
         let seq = ids.len();
-        if seq == 0 {
-            return Err(ModelError::EmptyPrompt);
-        }
-        if pos0 + seq > self.context {
-            return Err(ModelError::PromptTooLong {
-                prompt_tokens: pos0 + seq,
-                context: self.context,
-            });
-        }
-        if let Some(&id) = ids.iter().find(|&&id| id as usize >= self.vocab_size) {
-            return Err(ModelError::TokenOutOfRange {
-                id,
-                vocab: self.vocab_size,
-            });
+        if trace.is_some() && chunks.len() > 1 {
+            return Err(ModelError::Batch("a traced pass runs one sequence".into()));
         }
         let b = &self.backend;
         let c = &self.config;
@@ -275,9 +387,9 @@ impl<B: Backend> Llama<B> {
             head_dim: c.head_dim,
             scale: 1.0 / (c.head_dim as f32).sqrt(),
         };
-        let mut x = b.embedding(&self.token_embd, ids)?;
+        let mut x = b.embedding(&self.token_embd, &ids)?;
         emit("embd", None, &x);
-        for (l, (blk, cache)) in self.blocks.iter().zip(self.caches.iter_mut()).enumerate() {
+        for (l, (blk, layer)) in self.blocks.iter().zip(self.caches.iter_mut()).enumerate() {
             let h = b.rms_norm(&x, &blk.attn_norm, c.rms_eps)?;
             emit("attn_norm", Some(l), &h);
             let q = b.matmul(&h, &blk.wq)?;
@@ -287,11 +399,11 @@ impl<B: Backend> Llama<B> {
             emit("k", Some(l), &k);
             emit("v", Some(l), &v);
             let rope = |t: &B::Tensor, heads: usize| {
-                b.rope(
+                b.rope_batch(
                     t,
                     heads,
                     c.head_dim,
-                    pos0,
+                    &spans,
                     &self.rope_cos,
                     &self.rope_sin,
                     RopeVariant::Interleaved,
@@ -301,15 +413,19 @@ impl<B: Backend> Llama<B> {
             let k = rope(&k, c.n_kv_heads)?;
             emit("q_rope", Some(l), &q);
             emit("k_rope", Some(l), &k);
-            b.kv_append(cache, &k, &v, pos0)?;
+            let mut caches = slot_caches(layer, &slots)?;
+            b.kv_append_batch(&mut caches, &k, &v, &spans)?;
+            let caches: Vec<&B::KvCache> = caches.into_iter().map(|c| &*c).collect();
             let attn = if tracing {
-                // Traced runs take the composed path so the probabilities exist.
+                // Traced runs (one sequence) take the composed path so the
+                // probabilities exist.
+                let (cache, pos0) = (caches[0], spans[0].pos0);
                 let scores = b.attention_scores(&q, cache, pos0, shape)?;
                 let probs = b.softmax(&scores)?;
                 emit("kq_softmax", Some(l), &probs);
                 b.attention_weighted_sum(&probs, cache, pos0, shape)?
             } else {
-                b.attention(&q, cache, pos0, shape)?
+                b.attention_batch(&q, &caches, &spans, shape)?
             };
             emit("attn_out", Some(l), &attn);
             let attn = b.matmul(&attn, &blk.wo)?;
@@ -325,15 +441,63 @@ impl<B: Backend> Llama<B> {
             x = b.add(&x, &down)?;
             emit("l_out", Some(l), &x);
         }
-        // Only the last position's logits are needed to generate; traced runs
-        // keep every position so they can be compared row by row.
-        let last = if tracing { x } else { b.rows(&x, seq - 1, 1)? };
+        // Only the last position of each chunk that samples needs logits;
+        // traced runs keep every position so they can be compared row by row.
+        if tracing {
+            let normed = b.rms_norm(&x, &self.output_norm, c.rms_eps)?;
+            emit("result_norm", None, &normed);
+            let head = self.output.as_ref().unwrap_or(&self.token_embd);
+            let logits = b.download(&b.matmul(&normed, head)?)?;
+            return Ok(vec![Some(logits)]);
+        }
+        let wanted: Vec<usize> = spans
+            .iter()
+            .zip(chunks)
+            .filter(|(_, ch)| ch.logits)
+            .map(|(s, _)| s.start + s.len - 1)
+            .collect();
+        let mut out = vec![None; chunks.len()];
+        if wanted.is_empty() {
+            return Ok(out);
+        }
+        let last = match wanted[..] {
+            _ if wanted.len() == seq => x,
+            [row] => b.rows(&x, row, 1)?,
+            _ => {
+                let rows = wanted
+                    .iter()
+                    .map(|&r| b.rows(&x, r, 1))
+                    .collect::<std::result::Result<Vec<_>, _>>()?;
+                b.concat_rows(&rows.iter().collect::<Vec<_>>())?
+            }
+        };
         let normed = b.rms_norm(&last, &self.output_norm, c.rms_eps)?;
-        emit("result_norm", None, &normed);
         let head = self.output.as_ref().unwrap_or(&self.token_embd);
-        let logits = b.matmul(&normed, head)?;
-        Ok(b.download(&logits)?)
+        let logits = b.download(&b.matmul(&normed, head)?)?;
+        let vocab = self.vocab_size;
+        let mut rows = logits.chunks_exact(vocab.max(1));
+        for (slot, ch) in out.iter_mut().zip(chunks) {
+            if ch.logits {
+                *slot = rows.next().map(<[f32]>::to_vec);
+            }
+        }
+        Ok(out)
     }
+}
+
+/// The caches of `slots` (distinct, checked by `batch_spans`) in one layer,
+/// in the order given.
+fn slot_caches<'c, C>(layer: &'c mut [C], slots: &[usize]) -> Result<Vec<&'c mut C>> {
+    let mut by_slot: Vec<Option<&mut C>> = layer.iter_mut().map(Some).collect();
+    slots
+        .iter()
+        .map(|&s| {
+            by_slot
+                .get_mut(s)
+                .and_then(Option::take)
+                .ok_or_else(|| ModelError::Batch(format!("slot {s} is not available")))
+        })
+        .collect()
 }
 
 fn expect_matrix(

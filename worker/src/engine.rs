@@ -22,7 +22,7 @@ use rbees_backend_plugin::PluginBackend;
 use rbees_core::{Backend, BackendOptions};
 use rbees_model::{
     generate, CapabilityReport, GenerateParams, Generated, GgufFile, Llama, LlamaConfig,
-    LoadOptions, TokenEvent, Tokenizer,
+    LoadOptions, SeqChunk, TokenEvent, Tokenizer,
 };
 
 use crate::plugins::{PluginPaths, Selected};
@@ -38,6 +38,12 @@ pub trait Engine {
     /// One forward pass of `ids` at positions `pos0..`; the logits of the
     /// last position (benchmarks call this directly, without sampling).
     fn forward(&mut self, ids: &[u32], pos0: usize) -> rbees_model::Result<Vec<f32>>;
+    /// KV cache slots (sequences a [`Engine::step`] can run together).
+    fn slots(&self) -> usize;
+    /// Bytes of one slot's KV cache.
+    fn kv_bytes_per_slot(&self) -> usize;
+    /// One batched forward pass over several sequences (see [`Llama::step`]).
+    fn step(&mut self, chunks: &[SeqChunk<'_>]) -> rbees_model::Result<Vec<Option<Vec<f32>>>>;
     /// The device's copy bandwidth in bytes/s (see `rbees bench`).
     fn copy_bandwidth(&self) -> rbees_core::Result<f64>;
     fn run(
@@ -72,6 +78,18 @@ impl<B: rbees_core::Backend> Engine for Llama<B> {
 
     fn forward(&mut self, ids: &[u32], pos0: usize) -> rbees_model::Result<Vec<f32>> {
         Llama::forward(self, ids, pos0)
+    }
+
+    fn slots(&self) -> usize {
+        Llama::slots(self)
+    }
+
+    fn kv_bytes_per_slot(&self) -> usize {
+        Llama::kv_bytes_per_slot(self)
+    }
+
+    fn step(&mut self, chunks: &[SeqChunk<'_>]) -> rbees_model::Result<Vec<Option<Vec<f32>>>> {
+        Llama::step(self, chunks)
     }
 
     fn copy_bandwidth(&self) -> rbees_core::Result<f64> {

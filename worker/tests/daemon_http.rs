@@ -341,10 +341,21 @@ fn refuses_to_start_without_a_safe_token() {
 
 #[test]
 fn full_queue_answers_503() {
-    // Queue depth counts jobs waiting behind the running one. Hold one job
+    // Queue depth counts jobs waiting behind the running ones. Hold one job
     // running first (so the engine has taken it off the queue), then of four
     // concurrent requests exactly one fits the queue and three are refused.
-    let mut w = spawn(&["--queue-depth", "1", "--debug-token-delay-ms", "20"], &[]);
+    // One slot, so the queue is what holds the others.
+    let mut w = spawn(
+        &[
+            "--parallel",
+            "1",
+            "--queue-depth",
+            "1",
+            "--debug-token-delay-ms",
+            "20",
+        ],
+        &[],
+    );
     w.wait_ready(None);
     let r = w.post(
         "/execute",
@@ -615,7 +626,7 @@ fn openai_chat_completions_with_the_gguf_template() {
 
 #[test]
 fn cancelling_a_queued_job_ends_it_when_dequeued() {
-    let mut w = spawn(&["--debug-token-delay-ms", "20"], &[]);
+    let mut w = spawn(&["--parallel", "1", "--debug-token-delay-ms", "20"], &[]);
     w.wait_ready(None);
     let r = w.post(
         "/execute",

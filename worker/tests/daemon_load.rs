@@ -211,7 +211,17 @@ fn many_concurrent_clients_each_get_their_own_complete_stream() {
     let t0 = Instant::now();
     // 8 ms per token gives a cancel or a disconnect ~2 s to take effect on a
     // busy 2-core machine before a long job would end on its own.
-    let mut w = spawn(&["--queue-depth", "64", "--debug-token-delay-ms", "8"], &[]);
+    let mut w = spawn(
+        &[
+            "--parallel",
+            "8",
+            "--queue-depth",
+            "64",
+            "--debug-token-delay-ms",
+            "8",
+        ],
+        &[],
+    );
     w.wait_ready(None);
     let model = "tiny-llama2-f32";
 

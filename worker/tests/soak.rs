@@ -324,7 +324,10 @@ fn soak_32_clients() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(60.0);
-    let mut w = spawn(&["--queue-depth", "32", "--threads", "1"], &[]);
+    let mut w = spawn(
+        &["--parallel", "8", "--queue-depth", "32", "--threads", "1"],
+        &[],
+    );
     w.wait_ready(None);
     let pid = w.child.id();
 

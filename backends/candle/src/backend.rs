@@ -95,7 +95,8 @@ impl Backend for CandleBackend {
             );
         }
         match op {
-            Op::Attention | Op::SwiGlu => Support::Composed,
+            Op::ConcatRows => Support::Native,
+            op if op.has_default() => Support::Composed,
             _ => Support::Native,
         }
     }
@@ -191,6 +192,17 @@ impl Backend for CandleBackend {
         x.narrow(0, start, len)
             .and_then(|t| t.contiguous())
             .map_err(candle_err("rows"))
+    }
+
+    fn concat_rows(&self, parts: &[&Tensor]) -> Result<Tensor> {
+        let cols = parts.first().map_or(0, |p| dims(p).1);
+        for p in parts {
+            checks::same("concat_rows", (dims(p).0, cols), dims(p))?;
+        }
+        if parts.is_empty() {
+            return self.upload(&[], 0, 0);
+        }
+        Tensor::cat(parts, 0).map_err(candle_err("concat_rows"))
     }
 
     fn kv_cache(&self, capacity: usize, width: usize) -> Result<CandleKvCache> {

@@ -1,7 +1,7 @@
 //! The cases: one op at one shape, runnable on any backend.
 
 use rbees_core::{
-    rope_tables, AttentionShape, Backend, HostWeight, Op, Result, RopeVariant, WeightDType,
+    rope_tables, AttentionShape, Backend, HostWeight, Op, Result, RopeVariant, SeqSpan, WeightDType,
 };
 
 use crate::data::{values, weight_bytes};
@@ -69,6 +69,36 @@ pub enum Case {
         rows: usize,
         cols: usize,
     },
+    /// Three tensors of these row counts stacked.
+    ConcatRows {
+        rows: [usize; 3],
+        cols: usize,
+    },
+    /// RoPE of a batch of three sequences: `(rows, pos0)` each.
+    RopeBatch {
+        seqs: [(usize, usize); 3],
+        heads: usize,
+        head_dim: usize,
+        variant: RopeVariant,
+    },
+    /// KV append then attention of a batch of three sequences, each over
+    /// its own cache holding `pos0` earlier positions: `(rows, pos0)` each.
+    AttentionBatch {
+        seqs: [(usize, usize); 3],
+        shape: AttentionShape,
+    },
+}
+
+/// The spans of a batch of `(rows, pos0)` sequences.
+fn spans(seqs: &[(usize, usize)]) -> Vec<SeqSpan> {
+    let mut start = 0;
+    seqs.iter()
+        .map(|&(len, pos0)| {
+            let s = SeqSpan { start, len, pos0 };
+            start += len;
+            s
+        })
+        .collect()
 }
 
 impl Case {
@@ -85,6 +115,9 @@ impl Case {
             Case::AttentionScores { .. } => Op::AttentionScores,
             Case::Attention { .. } => Op::Attention,
             Case::SwiGlu { .. } => Op::SwiGlu,
+            Case::ConcatRows { .. } => Op::ConcatRows,
+            Case::RopeBatch { .. } => Op::RopeBatch,
+            Case::AttentionBatch { .. } => Op::AttentionBatch,
         }
     }
 
@@ -131,6 +164,17 @@ impl Case {
                     shape.n_heads, shape.n_kv_heads, shape.head_dim
                 )
             }
+            Case::ConcatRows { rows, cols } => format!("rows={rows:?} cols={cols}"),
+            Case::RopeBatch {
+                seqs,
+                heads,
+                head_dim,
+                variant,
+            } => format!("(rows, pos0)={seqs:?} heads={heads} head_dim={head_dim} {variant:?}"),
+            Case::AttentionBatch { seqs, shape } => format!(
+                "(rows, pos0)={seqs:?} heads={}/{} head_dim={}",
+                shape.n_heads, shape.n_kv_heads, shape.head_dim
+            ),
         }
     }
 
@@ -200,6 +244,53 @@ impl Case {
                 let (q, cache) = attention_inputs(b, seq, pos0, shape)?;
                 b.attention(&q, &cache, pos0, shape)?
             }
+            Case::ConcatRows { rows, cols } => {
+                let parts = [
+                    act(rows[0], cols, 18)?,
+                    act(rows[1], cols, 19)?,
+                    act(rows[2], cols, 20)?,
+                ];
+                b.concat_rows(&parts.iter().collect::<Vec<_>>())?
+            }
+            Case::RopeBatch {
+                seqs,
+                heads,
+                head_dim,
+                variant,
+            } => {
+                let positions = seqs.iter().map(|(n, p)| n + p).max().unwrap_or(1);
+                let (cos, sin) = rope_tables(positions, head_dim, 10_000.0);
+                let cos = b.upload(&cos, positions, head_dim / 2)?;
+                let sin = b.upload(&sin, positions, head_dim / 2)?;
+                let rows = seqs.iter().map(|(n, _)| n).sum();
+                b.rope_batch(
+                    &act(rows, heads * head_dim, 21)?,
+                    heads,
+                    head_dim,
+                    &spans(&seqs),
+                    &cos,
+                    &sin,
+                    variant,
+                )?
+            }
+            Case::AttentionBatch { seqs, shape } => {
+                // Each sequence's earlier positions, as its earlier steps left them.
+                let mut caches = Vec::new();
+                for (i, &(len, pos0)) in seqs.iter().enumerate() {
+                    let (_, cache) =
+                        attention_inputs_seeded(b, len, pos0, shape, 30 + 3 * i as u64)?;
+                    caches.push(cache);
+                }
+                let rows = seqs.iter().map(|(n, _)| n).sum();
+                let width = shape.n_kv_heads * shape.head_dim;
+                let (k, v) = (act(rows, width, 22)?, act(rows, width, 23)?);
+                let q = act(rows, shape.n_heads * shape.head_dim, 24)?;
+                let spans = spans(&seqs);
+                let mut refs: Vec<&mut B::KvCache> = caches.iter_mut().collect();
+                b.kv_append_batch(&mut refs, &k, &v, &spans)?;
+                let refs: Vec<&B::KvCache> = caches.iter().collect();
+                b.attention_batch(&q, &refs, &spans, shape)?
+            }
         };
         b.download(&out)
     }
@@ -216,11 +307,21 @@ fn attention_inputs<B: Backend>(
     pos0: usize,
     shape: AttentionShape,
 ) -> Result<(B::Tensor, B::KvCache)> {
+    attention_inputs_seeded(b, seq, pos0, shape, 15)
+}
+
+fn attention_inputs_seeded<B: Backend>(
+    b: &B,
+    seq: usize,
+    pos0: usize,
+    shape: AttentionShape,
+    seed: u64,
+) -> Result<(B::Tensor, B::KvCache)> {
     let width = shape.n_kv_heads * shape.head_dim;
     let total = pos0 + seq;
     let mut cache = b.kv_cache(total + 3, width)?;
-    let k = b.upload(&values(total * width, 15, 1.0), total, width)?;
-    let v = b.upload(&values(total * width, 16, 1.0), total, width)?;
+    let k = b.upload(&values(total * width, seed, 1.0), total, width)?;
+    let v = b.upload(&values(total * width, seed + 1, 1.0), total, width)?;
     // Two appends, as a prompt then a decode step would do.
     if pos0 > 0 {
         b.kv_append(&mut cache, &b.rows(&k, 0, pos0)?, &b.rows(&v, 0, pos0)?, 0)?;
@@ -232,7 +333,7 @@ fn attention_inputs<B: Backend>(
         pos0,
     )?;
     let q = b.upload(
-        &values(seq * shape.n_heads * shape.head_dim, 17, 1.0),
+        &values(seq * shape.n_heads * shape.head_dim, seed + 2, 1.0),
         seq,
         shape.n_heads * shape.head_dim,
     )?;

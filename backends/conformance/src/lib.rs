@@ -113,6 +113,22 @@ pub fn all_cases(options: &Options) -> Vec<Case> {
                 shape: att,
             });
         }
+        // Batches of sequences: a decode row, a prompt chunk at 0 and one
+        // past earlier positions.
+        let seqs = [(1, 300), (17, 0), (16, 40)];
+        for variant in [RopeVariant::Interleaved, RopeVariant::HalfSplit] {
+            cases.push(Case::RopeBatch {
+                seqs,
+                heads: shape.n_heads,
+                head_dim: hd,
+                variant,
+            });
+        }
+        cases.push(Case::AttentionBatch { seqs, shape: att });
+        cases.push(Case::ConcatRows {
+            rows: [1, 17, 16],
+            cols: dim,
+        });
         // Attention rows at several context lengths; output logits rows.
         for cols in [7, 512, 4096, shape.vocab] {
             cases.push(Case::Softmax { rows: 4, cols });

@@ -2,7 +2,7 @@
 
 use rbees_core::{
     checks, AttentionShape, Backend, BackendError, BackendOptions, HostWeight, Op, Result,
-    RopeVariant, Support, WeightDType,
+    RopeVariant, SeqSpan, Support, WeightDType,
 };
 
 use crate::matmul;
@@ -128,7 +128,15 @@ impl Backend for CpuBackend {
         variant: RopeVariant,
     ) -> Result<CpuTensor> {
         checks::rope(x.dims(), n_heads, head_dim, pos0, cos.dims(), sin.dims())?;
-        Ok(rope::rope(x, n_heads, head_dim, pos0, cos, sin, variant))
+        Ok(rope::rope(
+            x,
+            n_heads,
+            head_dim,
+            |i| pos0 + i,
+            cos,
+            sin,
+            variant,
+        ))
     }
 
     fn softmax(&self, x: &CpuTensor) -> Result<CpuTensor> {
@@ -234,12 +242,97 @@ impl Backend for CpuBackend {
         shape: AttentionShape,
     ) -> Result<CpuTensor> {
         checks::attention_scores(q.dims(), cache.dims(), pos0, shape)?;
+        let caches = [cache];
+        let place = attention::RowPlace::sequence(&caches, pos0, q.rows);
         Ok(attention::attention(
             &self.pool,
             &self.kernels,
             q,
-            cache,
-            pos0,
+            place,
+            shape,
+        ))
+    }
+
+    fn concat_rows(&self, parts: &[&CpuTensor]) -> Result<CpuTensor> {
+        let cols = parts.first().map_or(0, |p| p.cols);
+        let mut data = Vec::with_capacity(parts.iter().map(|p| p.data.len()).sum());
+        for p in parts {
+            checks::same("concat_rows", (p.rows, cols), p.dims())?;
+            data.extend_from_slice(&p.data);
+        }
+        Ok(CpuTensor::new(data.len() / cols.max(1), cols, data))
+    }
+
+    fn rope_batch(
+        &self,
+        x: &CpuTensor,
+        n_heads: usize,
+        head_dim: usize,
+        spans: &[SeqSpan],
+        cos: &CpuTensor,
+        sin: &CpuTensor,
+        variant: RopeVariant,
+    ) -> Result<CpuTensor> {
+        checks::spans("rope_batch", x.rows, spans, spans.len())?;
+        let mut positions = Vec::with_capacity(x.rows);
+        for s in spans {
+            checks::rope(
+                (s.len, x.cols),
+                n_heads,
+                head_dim,
+                s.pos0,
+                cos.dims(),
+                sin.dims(),
+            )?;
+            positions.extend(s.pos0..s.pos0 + s.len);
+        }
+        Ok(rope::rope(
+            x,
+            n_heads,
+            head_dim,
+            |i| positions[i],
+            cos,
+            sin,
+            variant,
+        ))
+    }
+
+    fn kv_append_batch(
+        &self,
+        caches: &mut [&mut CpuKvCache],
+        k: &CpuTensor,
+        v: &CpuTensor,
+        spans: &[SeqSpan],
+    ) -> Result<()> {
+        checks::spans("kv_append_batch", k.rows, spans, caches.len())?;
+        checks::same("kv_append_batch", k.dims(), v.dims())?;
+        for (s, cache) in spans.iter().zip(caches.iter_mut()) {
+            checks::kv_append(cache.dims(), (s.len, k.cols), (s.len, v.cols), s.pos0)?;
+            let (from, at) = (s.start * k.cols, s.pos0 * cache.width);
+            let len = s.len * k.cols;
+            cache.keys[at..at + len].copy_from_slice(&k.data[from..from + len]);
+            cache.values[at..at + len].copy_from_slice(&v.data[from..from + len]);
+        }
+        Ok(())
+    }
+
+    fn attention_batch(
+        &self,
+        q: &CpuTensor,
+        caches: &[&CpuKvCache],
+        spans: &[SeqSpan],
+        shape: AttentionShape,
+    ) -> Result<CpuTensor> {
+        checks::spans("attention_batch", q.rows, spans, caches.len())?;
+        for (s, cache) in spans.iter().zip(caches) {
+            checks::attention_scores((s.len, q.cols), cache.dims(), s.pos0, shape)?;
+        }
+        let place = attention::RowPlace::batch(caches, spans);
+        Ok(attention::attention(
+            &self.pool,
+            &self.kernels,
+            q,
+            place,
             shape,
         ))
     }

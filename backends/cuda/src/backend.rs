@@ -459,6 +459,11 @@ impl Backend for CudaKernelsBackend {
                 "Q8_K is an activation type with no CUDA product or lookup kernel; GGUF weights never use it"
                     .into(),
             ),
+            // Batches: the single-sequence kernels on each sequence's rows,
+            // stacked with device copies.
+            (op, _) if op.has_default() && !matches!(op, Op::Attention | Op::SwiGlu | Op::ConcatRows) => {
+                Support::Composed
+            }
             _ => Support::Native,
         }
     }
@@ -675,6 +680,27 @@ impl Backend for CudaKernelsBackend {
                 .map_err(cuda_err("rows"))?;
         }
         Ok(self.tensor(out, len, x.cols))
+    }
+
+    fn concat_rows(&self, parts: &[&CudaTensor]) -> Result<CudaTensor> {
+        let cols = parts.first().map_or(0, |p| p.cols);
+        for p in parts {
+            checks::same("concat_rows", (p.rows, cols), (p.rows, p.cols))?;
+        }
+        let rows: usize = parts.iter().map(|p| p.rows).sum();
+        let mut out = self.alloc("concat_rows", rows * cols)?;
+        let mut at = 0;
+        for p in parts {
+            let len = p.rows * cols;
+            if len > 0 {
+                let src = p.data.slice(0..len);
+                self.stream
+                    .memcpy_dtod(&src, &mut out.slice_mut(at..at + len))
+                    .map_err(cuda_err("concat_rows"))?;
+            }
+            at += len;
+        }
+        Ok(self.tensor(out, rows, cols))
     }
 
     fn kv_cache(&self, capacity: usize, width: usize) -> Result<CudaKvCache> {

@@ -35,7 +35,10 @@ pub enum Placement {
 pub fn op_placement(op: Op) -> Placement {
     match op {
         Op::RmsNorm | Op::Rope | Op::Softmax | Op::Silu | Op::MatMul => Placement::Plugin,
-        Op::Attention | Op::SwiGlu => Placement::Composed,
+        // Stacking rows is host glue; the other batch ops compose it with
+        // the single-sequence ops.
+        Op::ConcatRows => Placement::Host,
+        op if op.has_default() => Placement::Composed,
         _ => Placement::Host,
     }
 }
@@ -218,7 +221,14 @@ impl Backend for PluginBackend {
                 Support::Native => Support::Composed,
                 other => other,
             },
+            Op::RopeBatch => match self.kernel_support(OP_ROPE, op) {
+                Support::Native => Support::Composed,
+                other => other,
+            },
+            Op::AttentionBatch => self.supports(Op::Attention, None),
+            Op::KvAppendBatch => Support::Composed,
             Op::Add | Op::Mul | Op::Rows | Op::KvAppend | Op::AttentionScores => Support::Native,
+            Op::ConcatRows => Support::Native,
             Op::AttentionWeightedSum => Support::Native,
         }
     }
@@ -379,6 +389,17 @@ impl Backend for PluginBackend {
         checks::rows(x.dims(), start, len)?;
         let data = x.data[start * x.cols..(start + len) * x.cols].to_vec();
         PluginTensor::new(data, len, x.cols)
+    }
+
+    fn concat_rows(&self, parts: &[&PluginTensor]) -> Result<PluginTensor> {
+        let cols = parts.first().map_or(0, |p| p.cols);
+        let mut data = Vec::with_capacity(parts.iter().map(|p| p.data.len()).sum());
+        for p in parts {
+            checks::same("concat_rows", (p.rows, cols), p.dims())?;
+            data.extend_from_slice(&p.data);
+        }
+        let rows = parts.iter().map(|p| p.rows).sum();
+        PluginTensor::new(data, rows, cols)
     }
 
     fn kv_cache(&self, capacity: usize, width: usize) -> Result<PluginKvCache> {

@@ -79,8 +79,13 @@ pub fn load_on<B: Backend>(
 ) -> (Llama<B>, Tokenizer) {
     let gguf = GgufFile::open(repo_file(relative)).expect("model opens");
     let tokenizer = Tokenizer::from_gguf_metadata(gguf.metadata()).expect("tokenizer");
-    let model =
-        Llama::load(backend, &gguf, &LoadOptions { context }, &mut |_, _| {}).expect("model loads");
+    let model = Llama::load(
+        backend,
+        &gguf,
+        &LoadOptions { context, slots: 1 },
+        &mut |_, _| {},
+    )
+    .expect("model loads");
     (model, tokenizer)
 }
 

@@ -104,6 +104,7 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
     let started = Instant::now();
     let load_options = LoadOptions {
         context: resolved.context,
+        slots: 1,
     };
     let mut loaded = engine::load(
         &resolved.model,

@@ -10,6 +10,10 @@ use serde::Deserialize;
 pub struct WorkerSection {
     /// Jobs that may wait for the engine; a full queue answers 503 (default 16).
     pub queue_depth: Option<usize>,
+    /// Jobs generated at the same time, one KV cache slot each (default 4).
+    pub parallel: Option<usize>,
+    /// Tokens per engine step: decode tokens plus prompt chunks (default 512).
+    pub batch_tokens: Option<usize>,
     /// Bearer token required on every endpoint except `/health`; the
     /// `RBEES_API_TOKEN` environment variable takes precedence.
     pub api_token: Option<String>,

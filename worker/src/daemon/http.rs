@@ -8,7 +8,7 @@ use std::time::Instant;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Request, State as Ext};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -22,14 +22,11 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tokio_stream::StreamExt;
 
-use super::metrics::Outcome;
+use super::error::ApiError;
 use super::state::{Job, JobEvent, LoadState, State};
 use super::validate::{self, FieldError, Fields};
 
 pub type Shared = Arc<State>;
-
-/// Seconds a client should wait before retrying a 503.
-const RETRY_AFTER_S: &str = "1";
 
 pub fn router(state: Shared) -> Router {
     let limit = state.settings.max_body_bytes;
@@ -47,24 +44,6 @@ pub fn router(state: Shared) -> Router {
         .with_state(state)
 }
 
-/// A JSON error body `{"errors":[{field, message}]}` with `status`.
-pub fn field_errors(status: StatusCode, errors: Vec<FieldError>) -> Response {
-    (status, Json(json!({ "errors": errors }))).into_response()
-}
-
-/// A JSON error body `{"error":{code, message}}` with `status`.
-pub fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
-    let body = json!({ "error": { "code": code, "message": message.into() } });
-    (status, Json(body)).into_response()
-}
-
-fn unavailable(code: &str, message: impl Into<String>) -> Response {
-    let mut r = error(StatusCode::SERVICE_UNAVAILABLE, code, message);
-    r.headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_S));
-    r
-}
-
 async fn auth(Ext(state): Ext<Shared>, request: Request, next: Next) -> Response {
     let Some(token) = state.settings.api_token.as_deref() else {
         return next.run(request).await;
@@ -78,15 +57,7 @@ async fn auth(Ext(state): Ext<Shared>, request: Request, next: Next) -> Response
     if bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
         next.run(request).await
     } else {
-        state.metrics.request(Outcome::Unauthorized);
-        let mut r = error(
-            StatusCode::UNAUTHORIZED,
-            "UNAUTHORIZED",
-            "missing or wrong bearer token",
-        );
-        r.headers_mut()
-            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        r
+        ApiError::Unauthorized.respond(&state)
     }
 }
 
@@ -99,6 +70,10 @@ async fn health(Ext(state): Ext<Shared>) -> Json<Value> {
         "device": state.device(),
         "model": state.model_name,
         "context_length": state.ready.get().map(|r| r.context),
+        "slots_total": state.ready.get().map(|r| r.slots),
+        "slots_busy": state.slots_busy.load(Ordering::Relaxed),
+        "queue_length": state.queue_depth(),
+        "tokens_per_second": state.metrics.tokens_per_second(),
         "uptime_s": state.started.elapsed().as_secs_f64(),
         "worker_id": state.worker_id,
     }))
@@ -119,11 +94,7 @@ async fn ready(Ext(state): Ext<Shared>) -> Json<Value> {
 }
 
 async fn metrics(Ext(state): Ext<Shared>) -> Response {
-    let text = state.metrics.render(
-        state.queue_depth(),
-        state.in_flight(),
-        state.ready.get().is_some(),
-    );
+    let text = state.metrics.render(state.gauges());
     (
         [(
             header::CONTENT_TYPE,
@@ -134,29 +105,22 @@ async fn metrics(Ext(state): Ext<Shared>) -> Response {
         .into_response()
 }
 
-/// The body as bytes, or the 413/400 answer.
-// The error is the finished HTTP answer, returned straight from the handler.
-#[allow(clippy::result_large_err)]
-pub fn body_bytes(state: &State, body: Result<Bytes, BytesRejection>) -> Result<Bytes, Response> {
+/// The body as bytes, or the 413/400 refusal.
+pub fn body_bytes(state: &State, body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
     body.map_err(|rejection| {
-        state.metrics.request(Outcome::Invalid);
         let status = rejection.status();
-        if status == StatusCode::PAYLOAD_TOO_LARGE {
-            let message = format!(
+        let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
+            format!(
                 "request body larger than {} bytes",
                 state.settings.max_body_bytes
-            );
-            let mut response = field_errors(status, vec![FieldError::new("body", message)]);
-            // The rest of the body is never read, so the connection cannot
-            // carry another request: say so, or a keep-alive client reuses
-            // it and its next request fails (found by the soak test).
-            response.headers_mut().insert(
-                axum::http::header::CONNECTION,
-                axum::http::HeaderValue::from_static("close"),
-            );
-            return response;
+            )
+        } else {
+            rejection.body_text()
+        };
+        ApiError::Invalid {
+            status,
+            errors: vec![FieldError::new("body", message)],
         }
-        field_errors(status, vec![FieldError::new("body", rejection.body_text())])
     })
 }
 
@@ -168,35 +132,24 @@ pub struct Accepted {
 }
 
 /// Tokenizes `prompt`, checks it fits the context and queues the job.
-/// Errors are complete HTTP answers (400, 409, 503).
-#[allow(clippy::result_large_err)]
 pub fn submit(
     state: &Shared,
     job_id: String,
     prompt: &str,
     params: GenerateParams,
-) -> Result<Accepted, Response> {
-    let Some(ready) = state.ready.get() else {
-        state.metrics.request(Outcome::Rejected);
-        return Err(not_ready(state));
-    };
+) -> Result<Accepted, ApiError> {
+    let ready = state.ready.get().ok_or_else(|| not_ready(state))?;
     if state.shutting_down.load(Ordering::SeqCst) {
-        state.metrics.request(Outcome::Rejected);
-        return Err(unavailable("SHUTTING_DOWN", "the worker is shutting down"));
+        return Err(ApiError::ShuttingDown);
     }
-    let prompt_ids = match ready.tokenizer.encode(prompt, true, true) {
-        Ok(ids) => ids,
-        Err(e) => {
-            state.metrics.request(Outcome::Invalid);
-            return Err(field_errors(
-                StatusCode::BAD_REQUEST,
-                vec![FieldError::new("prompt", format!("cannot tokenize: {e}"))],
-            ));
-        }
-    };
+    let prompt_ids = ready.tokenizer.encode(prompt, true, true).map_err(|e| {
+        ApiError::fields(vec![FieldError::new(
+            "prompt",
+            format!("cannot tokenize: {e}"),
+        )])
+    })?;
     let too_long = prompt_ids.len() > ready.context;
     if prompt_ids.is_empty() || too_long {
-        state.metrics.request(Outcome::Invalid);
         let message = if too_long {
             format!(
                 "the prompt is {} tokens but the context holds {} tokens",
@@ -206,18 +159,10 @@ pub fn submit(
         } else {
             "the prompt is empty (this model adds no BOS token)".to_string()
         };
-        return Err(field_errors(
-            StatusCode::BAD_REQUEST,
-            vec![FieldError::new("prompt", message)],
-        ));
+        return Err(ApiError::fields(vec![FieldError::new("prompt", message)]));
     }
     let Some(cancel) = state.register_job(&job_id) else {
-        state.metrics.request(Outcome::Invalid);
-        return Err(error(
-            StatusCode::CONFLICT,
-            "DUPLICATE_JOB_ID",
-            format!("job '{job_id}' is already queued or running"),
-        ));
+        return Err(ApiError::DuplicateJobId(job_id));
     };
     let (tx, rx) = mpsc::unbounded_channel();
     let prompt_tokens = prompt_ids.len();
@@ -237,40 +182,25 @@ pub fn submit(
         }),
         Err(e) => {
             state.finish_job(&job_id);
-            state.metrics.request(Outcome::Rejected);
-            let full = matches!(e, mpsc::error::TrySendError::Full(_));
-            Err(if full {
-                unavailable(
-                    "QUEUE_FULL",
-                    format!(
-                        "the job queue is full ({} waiting); retry later",
-                        ready.queue.max_capacity()
-                    ),
-                )
-            } else {
-                unavailable("ENGINE_GONE", "the engine has stopped")
+            Err(match e {
+                mpsc::error::TrySendError::Full(_) => {
+                    ApiError::QueueFull(ready.queue.max_capacity())
+                }
+                mpsc::error::TrySendError::Closed(_) => ApiError::EngineGone,
             })
         }
     }
 }
 
-fn not_ready(state: &State) -> Response {
+/// Why nothing can be queued yet: still loading, or the load failed.
+pub fn not_ready(state: &State) -> ApiError {
     let load = state.load_info();
     match load.state {
-        LoadState::Error => unavailable(
-            "LOAD_FAILED",
-            format!(
-                "the model failed to load: {}",
-                load.error.unwrap_or_default()
-            ),
-        ),
-        _ => unavailable(
-            "LOADING",
-            format!(
-                "the model is loading ({}/{} layers)",
-                load.layers_loaded, load.layers_total
-            ),
-        ),
+        LoadState::Error => ApiError::LoadFailed(load.error.unwrap_or_default()),
+        _ => ApiError::Loading {
+            loaded: load.layers_loaded,
+            total: load.layers_total,
+        },
     }
 }
 
@@ -287,18 +217,14 @@ pub fn stop_reason_str(r: StopReason) -> &'static str {
 async fn execute(Ext(state): Ext<Shared>, body: Result<Bytes, BytesRejection>) -> Response {
     let body = match body_bytes(&state, body) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(e) => return e.respond(&state),
     };
     let Some(context) = state.ready.get().map(|r| r.context) else {
-        state.metrics.request(Outcome::Rejected);
-        return not_ready(&state);
+        return not_ready(&state).respond(&state);
     };
     let req = match validate::execute(&body, context) {
         Ok(r) => r,
-        Err(errors) => {
-            state.metrics.request(Outcome::Invalid);
-            return field_errors(StatusCode::BAD_REQUEST, errors);
-        }
+        Err(errors) => return ApiError::fields(errors).respond(&state),
     };
     let params = GenerateParams {
         max_tokens: req.max_tokens,
@@ -309,7 +235,7 @@ async fn execute(Ext(state): Ext<Shared>, body: Result<Bytes, BytesRejection>) -
     };
     let accepted = match submit(&state, req.job_id, &req.prompt, params) {
         Ok(a) => a,
-        Err(r) => return r,
+        Err(e) => return e.respond(&state),
     };
     Sse::new(sse_events(&state, accepted))
         .keep_alive(KeepAlive::default())
@@ -345,36 +271,37 @@ fn sse_events(
                 stop_reason,
                 stop_sequence,
                 prompt_tokens,
+                prompt_tokens_cached,
             } => (
                 "end",
                 json!({
                     "tokens_out": tokens_out,
                     "prompt_tokens": prompt_tokens,
+                    "prompt_tokens_cached": prompt_tokens_cached,
                     "decode_time_ms": decode_time_ms,
                     "stop_reason": stop_reason_str(stop_reason),
                     "stop_sequence_matched": stop_sequence,
                 }),
             ),
-            JobEvent::Error { code, message } => {
-                ("error", json!({ "code": code, "message": message }))
-            }
+            JobEvent::Error(e) => ("error", e.body()),
         };
         Ok(Event::default().event(name).data(data.to_string()))
     })
 }
 
 async fn cancel(Ext(state): Ext<Shared>, body: Result<Bytes, BytesRejection>) -> Response {
+    // A refused cancel is not a generation request: not counted.
     let body = match body_bytes(&state, body) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(e) => return e.into_response(),
     };
     let mut f = match Fields::parse(&body) {
         Ok(f) => f,
-        Err(errors) => return field_errors(StatusCode::BAD_REQUEST, errors),
+        Err(errors) => return ApiError::fields(errors).into_response(),
     };
     let job_id = validate::job_id(&mut f);
     if let Err(errors) = f.finish() {
-        return field_errors(StatusCode::BAD_REQUEST, errors);
+        return ApiError::fields(errors).into_response();
     }
     let job_id = job_id.unwrap_or_default();
     let found = state.cancel_job(&job_id);

@@ -8,10 +8,13 @@
 pub mod callback;
 pub mod config;
 pub mod engine_thread;
+pub mod error;
 pub mod http;
 pub mod metrics;
 pub mod openai;
 pub mod openai_request;
+pub mod scheduler;
+pub mod slots;
 pub mod state;
 pub mod validate;
 
@@ -61,6 +64,15 @@ pub struct Args {
     /// Jobs that may wait for the engine (default 16; `[worker] queue_depth`).
     #[arg(long)]
     pub queue_depth: Option<usize>,
+    /// Jobs generated at the same time, each with its own KV cache slot of
+    /// `--ctx-size` tokens (default 4; `[worker] parallel`).
+    #[arg(long)]
+    pub parallel: Option<usize>,
+    /// Tokens one engine step may run: a decode token per generating job
+    /// plus prompt chunks of new jobs up to this total (default 512;
+    /// `[worker] batch_tokens`).
+    #[arg(long)]
+    pub batch_tokens: Option<usize>,
     /// Seconds the ready callback is retried before the worker exits (default 60).
     #[arg(long)]
     pub callback_timeout_s: Option<f64>,
@@ -99,6 +111,19 @@ fn seconds(name: &str, value: Option<f64>, default: f64) -> Result<Duration> {
     Ok(Duration::from_secs_f64(v))
 }
 
+/// Default `--parallel`: as llama.cpp's server, four slots. Decode reads
+/// every weight once per step whatever the number of sequences, so a few
+/// concurrent jobs cost little more than one; each slot adds a KV cache.
+pub const DEFAULT_PARALLEL: usize = 4;
+
+/// Default `--batch-tokens`: rbees' (and llama.cpp's `n_batch`) prompt chunk,
+/// so a job alone processes its prompt as fast as `rbees generate`; lower
+/// it to shorten the pause a new prompt causes in the others' decoding.
+pub const DEFAULT_BATCH_TOKENS: usize = rbees_model::PROMPT_BATCH;
+
+/// Largest `--batch-tokens`: a step's activations are this many rows.
+pub const MAX_BATCH_TOKENS: usize = 1 << 16;
+
 /// Merges flags, `[worker]` and the environment into [`Settings`]; refuses
 /// unsafe or meaningless combinations.
 pub fn settings(args: &Args, config: &Config, env_token: Option<String>) -> Result<Settings> {
@@ -106,6 +131,22 @@ pub fn settings(args: &Args, config: &Config, env_token: Option<String>) -> Resu
     let queue_depth = args.queue_depth.or(w.queue_depth).unwrap_or(16);
     if !(1..=MAX_QUEUE_DEPTH).contains(&queue_depth) {
         bail!("queue_depth must be in [1, {MAX_QUEUE_DEPTH}], got {queue_depth}");
+    }
+    let parallel = args.parallel.or(w.parallel).unwrap_or(DEFAULT_PARALLEL);
+    if !(1..=rbees_model::MAX_SLOTS).contains(&parallel) {
+        bail!(
+            "parallel must be in [1, {}], got {parallel}",
+            rbees_model::MAX_SLOTS
+        );
+    }
+    let batch_tokens = args
+        .batch_tokens
+        .or(w.batch_tokens)
+        .unwrap_or(DEFAULT_BATCH_TOKENS);
+    if !(parallel..=MAX_BATCH_TOKENS).contains(&batch_tokens) {
+        bail!(
+            "batch_tokens must be in [parallel = {parallel}, {MAX_BATCH_TOKENS}] (every running job's decode token must fit one step), got {batch_tokens}"
+        );
     }
     let api_token = match env_token.or_else(|| w.api_token.clone()) {
         Some(t) if t.trim().is_empty() => {
@@ -138,6 +179,8 @@ pub fn settings(args: &Args, config: &Config, env_token: Option<String>) -> Resu
     }
     Ok(Settings {
         queue_depth,
+        parallel,
+        batch_tokens,
         api_token,
         callback_url: args.callback_url.clone(),
         callback_timeout,
@@ -238,12 +281,14 @@ async fn serve(args: Args, resolved: crate::cli::Resolved, settings: Settings) -
         jobs: Mutex::new(HashMap::new()),
         metrics: Default::default(),
         shutting_down: AtomicBool::new(false),
+        slots_busy: Default::default(),
     });
     tracing::info!(%url, worker_id = %state.worker_id, model = %resolved.model.display(), "listening; loading the model");
 
     let (loaded_tx, loaded_rx) = oneshot::channel();
     let load_options = LoadOptions {
         context: resolved.context,
+        slots: state.settings.parallel,
     };
     engine_thread::spawn(state.clone(), resolved.choice, load_options, loaded_tx)
         .context("cannot start the engine thread")?;

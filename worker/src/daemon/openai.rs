@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State as Ext;
-use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -18,8 +17,8 @@ use rbees_model::StopReason;
 use serde_json::{json, Value};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
-use super::http::{body_bytes, error, field_errors, submit, Accepted, Shared};
-use super::metrics::Outcome;
+use super::error::ApiError;
+use super::http::{body_bytes, not_ready, submit, Accepted, Shared};
 pub use super::openai_request::{parse_request, ChatTemplate, Kind, OpenAiRequest};
 use super::state::JobEvent;
 
@@ -70,15 +69,10 @@ async fn chat_completions(
 async fn handle(state: Shared, body: Result<Bytes, BytesRejection>, kind: Kind) -> Response {
     let body = match body_bytes(&state, body) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(e) => return e.respond(&state),
     };
     let Some(ready) = state.ready.get() else {
-        state.metrics.request(Outcome::Rejected);
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "LOADING",
-            "the model is not loaded",
-        );
+        return not_ready(&state).respond(&state);
     };
     let request = parse_request(
         &body,
@@ -89,10 +83,7 @@ async fn handle(state: Shared, body: Result<Bytes, BytesRejection>, kind: Kind) 
     );
     let c = match request {
         Ok(c) => c,
-        Err(errors) => {
-            state.metrics.request(Outcome::Invalid);
-            return field_errors(StatusCode::BAD_REQUEST, errors);
-        }
+        Err(errors) => return ApiError::fields(errors).respond(&state),
     };
     let prompt = c.prompt;
     let (prefix, object) = match kind {
@@ -106,7 +97,7 @@ async fn handle(state: Shared, body: Result<Bytes, BytesRejection>, kind: Kind) 
     );
     let accepted = match submit(&state, id.clone(), &prompt, c.params) {
         Ok(a) => a,
-        Err(r) => return r,
+        Err(e) => return e.respond(&state),
     };
     let meta = Meta {
         id,
@@ -128,6 +119,7 @@ async fn handle(state: Shared, body: Result<Bytes, BytesRejection>, kind: Kind) 
                 JobEvent::End {
                     tokens_out,
                     stop_reason,
+                    prompt_tokens_cached,
                     ..
                 } => {
                     let choice = match kind {
@@ -147,29 +139,27 @@ async fn handle(state: Shared, body: Result<Bytes, BytesRejection>, kind: Kind) 
                         "created": meta.created,
                         "model": meta.model,
                         "choices": [choice],
-                        "usage": usage(prompt_tokens, tokens_out),
+                        "usage": usage(prompt_tokens, prompt_tokens_cached, tokens_out),
                     }))
                     .into_response();
                 }
-                JobEvent::Error { code, message } => {
-                    return error(StatusCode::INTERNAL_SERVER_ERROR, code, message)
-                }
+                // Already counted by the engine.
+                JobEvent::Error(e) => return e.into_response(),
                 _ => {}
             }
         }
-        error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "ENGINE_GONE",
-            "the engine ended the job without a result",
-        )
+        ApiError::EngineGone.into_response()
     }
 }
 
-fn usage(prompt_tokens: usize, completion_tokens: usize) -> Value {
+/// OpenAI's `usage`, with the prompt tokens served from the KV cache of
+/// an earlier request in `prompt_tokens_details.cached_tokens`.
+fn usage(prompt_tokens: usize, cached: usize, completion_tokens: usize) -> Value {
     json!({
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
         "total_tokens": prompt_tokens + completion_tokens,
+        "prompt_tokens_details": { "cached_tokens": cached },
     })
 }
 
@@ -221,6 +211,7 @@ fn stream_chunks(
             JobEvent::End {
                 tokens_out,
                 stop_reason,
+                prompt_tokens_cached,
                 ..
             } => {
                 let delta = match meta.kind {
@@ -228,15 +219,13 @@ fn stream_chunks(
                     Kind::Chat => json!({}),
                 };
                 let mut last = meta.chunk(delta, Some(finish_reason(stop_reason)));
-                last["usage"] = usage(prompt_tokens, tokens_out);
+                last["usage"] = usage(prompt_tokens, prompt_tokens_cached, tokens_out);
                 return futures::stream::iter(vec![
                     Ok(Event::default().data(last.to_string())),
                     Ok(Event::default().data("[DONE]")),
                 ]);
             }
-            JobEvent::Error { code, message } => {
-                json!({"error": {"code": code, "message": message}}).to_string()
-            }
+            JobEvent::Error(e) => json!({ "error": e.body() }).to_string(),
             _ => return futures::stream::iter(vec![]),
         };
         futures::stream::iter(vec![Ok(Event::default().data(data))])

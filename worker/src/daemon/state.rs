@@ -2,19 +2,25 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use rbees_model::{GenerateParams, StopReason, Tokenizer};
 use tokio::sync::mpsc;
 
+use super::error::ApiError;
 use super::metrics::Metrics;
 
 /// Daemon settings after config file and flags are merged.
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub queue_depth: usize,
+    /// Sequences generated at once (KV cache slots).
+    pub parallel: usize,
+    /// Tokens one engine step may run: a decode token per generating
+    /// sequence plus prompt chunks up to this total.
+    pub batch_tokens: usize,
     pub api_token: Option<String>,
     pub callback_url: Option<String>,
     pub callback_timeout: Duration,
@@ -55,7 +61,9 @@ pub struct LoadInfo {
 /// Set once the model is loaded.
 pub struct Ready {
     pub tokenizer: Tokenizer,
+    /// Tokens each slot holds.
     pub context: usize,
+    pub slots: usize,
     pub backend: &'static str,
     pub device: String,
     /// Compiled at load; the error if the file's template does not compile.
@@ -85,15 +93,15 @@ pub enum JobEvent {
     },
     End {
         prompt_tokens: usize,
+        /// Prompt tokens whose keys and values were already in the slot's
+        /// cache (prefix reuse) and were not computed again.
+        prompt_tokens_cached: usize,
         tokens_out: usize,
         decode_time_ms: f64,
         stop_reason: StopReason,
         stop_sequence: Option<String>,
     },
-    Error {
-        code: &'static str,
-        message: String,
-    },
+    Error(ApiError),
 }
 
 pub struct Job {
@@ -120,6 +128,8 @@ pub struct State {
     pub jobs: Mutex<HashMap<String, Arc<AtomicBool>>>,
     pub metrics: Metrics,
     pub shutting_down: AtomicBool,
+    /// Slots holding a running job (set by the engine thread).
+    pub slots_busy: AtomicUsize,
 }
 
 impl State {
@@ -154,6 +164,17 @@ impl State {
         self.ready
             .get()
             .map_or(0, |r| r.queue.max_capacity() - r.queue.capacity())
+    }
+
+    /// The gauges of `/metrics`, sampled now.
+    pub fn gauges(&self) -> super::metrics::Gauges {
+        super::metrics::Gauges {
+            queue_depth: self.queue_depth(),
+            in_flight: self.in_flight(),
+            ready: self.ready.get().is_some(),
+            slots_total: self.ready.get().map_or(0, |r| r.slots),
+            slots_busy: self.slots_busy.load(Ordering::Relaxed),
+        }
     }
 
     pub fn in_flight(&self) -> usize {

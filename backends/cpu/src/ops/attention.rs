@@ -2,7 +2,9 @@
 //!
 //! The fused path works one query row at a time (scores, softmax, weighted
 //! sum, all heads), so rows are independent and a 128-row prompt spreads
-//! over the pool; a decode step (one row) stays on the calling thread.
+//! over the pool; a decode step (one row) stays on the calling thread. A
+//! batch of sequences is the same loop with each row's own cache and
+//! position, so a row's result does not depend on what else is in the batch.
 
 use rbees_core::AttentionShape;
 
@@ -18,22 +20,51 @@ fn head(buf: &[f32], width: usize, j: usize, kvh: usize, hd: usize) -> &[f32] {
     &buf[start..start + hd]
 }
 
+/// Where query row `i` looks: `caches[rows[i].0]`, at position `rows[i].1`
+/// (it sees cached positions `0..=rows[i].1`).
+pub struct RowPlace<'a> {
+    pub caches: &'a [&'a CpuKvCache],
+    pub rows: Vec<(usize, usize)>,
+}
+
+impl<'a> RowPlace<'a> {
+    /// One sequence of `seq` rows at `pos0..` in `cache`.
+    pub fn sequence(cache: &'a [&'a CpuKvCache], pos0: usize, seq: usize) -> Self {
+        RowPlace {
+            caches: cache,
+            rows: (0..seq).map(|i| (0, pos0 + i)).collect(),
+        }
+    }
+
+    /// Each span's rows in its own cache (`caches[i]` for `spans[i]`).
+    pub fn batch(caches: &'a [&'a CpuKvCache], spans: &[rbees_core::SeqSpan]) -> Self {
+        let rows = spans
+            .iter()
+            .enumerate()
+            .flat_map(|(c, s)| (0..s.len).map(move |i| (c, s.pos0 + i)))
+            .collect();
+        RowPlace { caches, rows }
+    }
+}
+
 pub fn attention(
     pool: &Pool,
     k: &Kernels,
     q: &CpuTensor,
-    cache: &CpuKvCache,
-    pos0: usize,
+    place: RowPlace<'_>,
     shape: AttentionShape,
 ) -> CpuTensor {
     let (seq, hd) = (q.rows, shape.head_dim);
     let group = shape.n_heads / shape.n_kv_heads;
-    let width = cache.width;
     let mut out = CpuTensor::zeros(seq, shape.n_heads * hd);
-    let work = shape.n_heads * seq * (pos0 + seq) * hd * 2;
+    let keys: usize = place.rows.iter().map(|&(_, pos)| pos + 1).sum();
+    let work = shape.n_heads * keys * hd * 2;
     pool.for_chunks(&mut out.data, shape.n_heads * hd, work, |i, orow| {
         let q_row = q.row(i);
-        let mut scores = vec![0f32; pos0 + i + 1];
+        let (c, pos) = place.rows[i];
+        let cache = place.caches[c];
+        let width = cache.width;
+        let mut scores = vec![0f32; pos + 1];
         for (h, o) in orow.chunks_exact_mut(hd).enumerate() {
             let kvh = h / group;
             let qh = &q_row[h * hd..(h + 1) * hd];

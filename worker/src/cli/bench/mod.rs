@@ -48,6 +48,12 @@ pub struct BenchArgs {
     /// Tokens decoded one at a time (0 skips the test).
     #[arg(long, default_value_t = 64)]
     pub tg: usize,
+    /// Numbers of sequences to run together instead of the single-sequence
+    /// tests, e.g. `1,2,4,8,16`: for each, that many distinct `--pp`-token
+    /// prompts are prefilled in batched steps, then `--tg` steps decode one
+    /// token of every sequence (as llama.cpp's llama-batched-bench).
+    #[arg(long, value_delimiter = ',')]
+    pub parallel: Vec<usize>,
     /// Timed repetitions of each test, after one warm-up.
     #[arg(long, default_value_t = 5)]
     pub reps: usize,
@@ -100,6 +106,19 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     if args.pp == 0 && args.tg == 0 {
         bail!("nothing to measure: --pp and --tg are both 0");
     }
+    if !args.parallel.is_empty() && args.chart.is_some() {
+        bail!("--chart draws the single-sequence tests; leave it out with --parallel");
+    }
+    if let Some(&n) = args
+        .parallel
+        .iter()
+        .find(|&&n| !(1..=rbees_model::MAX_SLOTS).contains(&n))
+    {
+        bail!(
+            "--parallel {n}: each number of sequences must be in [1, {}]",
+            rbees_model::MAX_SLOTS
+        );
+    }
     let config = Config::load_or_default(args.config.as_deref())?;
     let model = args
         .model
@@ -126,6 +145,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             pp: args.pp,
             tg: args.tg,
             reps: args.reps,
+            parallel: args.parallel.clone(),
         });
     }
     let model_bytes = std::fs::metadata(&model)
@@ -164,6 +184,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         pp: args.pp,
         tg: args.tg,
         reps: args.reps,
+        parallel: args.parallel.clone(),
         cpu: cpu_name(),
         rbees_version: env!("CARGO_PKG_VERSION"),
         unix_time: std::time::SystemTime::now()
@@ -217,7 +238,11 @@ fn default_backends(plugins: &PluginPaths) -> Result<Vec<String>> {
 
 /// A progress bar on a terminal; none in `--json` mode (machine-read runs).
 fn progress_bar(args: &BenchArgs, backends: usize) -> ProgressBar {
-    let tests = usize::from(args.pp > 0) + usize::from(args.tg > 0);
+    let tests = if args.parallel.is_empty() {
+        usize::from(args.pp > 0) + usize::from(args.tg > 0)
+    } else {
+        args.parallel.len()
+    };
     // Per backend: load, warm-up, then each test of each repetition.
     let steps = backends * (2 + tests * args.reps);
     let bar = ProgressBar::new(steps as u64);
@@ -249,6 +274,10 @@ fn run_child(
         .args(["--threads", &threads.to_string()])
         .args(["--pp", &args.pp.to_string(), "--tg", &args.tg.to_string()])
         .args(["--reps", &args.reps.to_string()]);
+    if !args.parallel.is_empty() {
+        let list: Vec<String> = args.parallel.iter().map(|n| n.to_string()).collect();
+        cmd.arg("--parallel").arg(list.join(","));
+    }
     if let Some(config) = &args.config {
         cmd.arg("--config").arg(config);
     }

@@ -82,6 +82,8 @@ pub struct Document {
     pub pp: usize,
     pub tg: usize,
     pub reps: usize,
+    /// The `--parallel` list (empty: the single-sequence tests ran).
+    pub parallel: Vec<usize>,
     pub cpu: Option<String>,
     pub rbees_version: &'static str,
     pub unix_time: u64,
@@ -97,6 +99,9 @@ fn cell(spread: Option<Spread>) -> String {
 
 /// The markdown table: medians with the range of the repetitions.
 pub fn markdown(doc: &Document) -> String {
+    if !doc.parallel.is_empty() {
+        return parallel_markdown(doc);
+    }
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -138,6 +143,68 @@ pub fn markdown(doc: &Document) -> String {
     for line in bandwidth_bounds(doc) {
         let _ = writeln!(out, "{line}");
     }
+    out
+}
+
+/// The `--parallel` table: per backend and number of sequences, aggregate
+/// prompt and decode tokens/s, per-sequence decode tokens/s, and decode
+/// relative to one sequence.
+fn parallel_markdown(doc: &Document) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "| backend | sequences | pp{} tokens/s (all) | tg{} tokens/s (all) | tg tokens/s per sequence | tg vs 1 sequence |",
+        doc.pp, doc.tg
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|");
+    for row in &doc.results {
+        let Some(m) = &row.measured else {
+            let why = row
+                .error
+                .as_deref()
+                .unwrap_or("no result")
+                .replace('\n', " ");
+            let _ = writeln!(out, "| {} | – | error: {why} | – | – | – |", row.requested);
+            continue;
+        };
+        let single = m
+            .parallel
+            .iter()
+            .find(|p| p.n == 1)
+            .and_then(|p| Spread::of(&p.tg_tokens_per_s));
+        for p in &m.parallel {
+            let tg = Spread::of(&p.tg_tokens_per_s);
+            let per_seq = tg.map(|s| Spread {
+                median: s.median / p.n as f64,
+                min: s.min / p.n as f64,
+                max: s.max / p.n as f64,
+            });
+            let speedup = match (tg, single) {
+                (Some(t), Some(one)) if one.median > 0.0 => {
+                    format!("{:.2}x", t.median / one.median)
+                }
+                _ => "–".to_string(),
+            };
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {speedup} |",
+                m.backend,
+                p.n,
+                cell(Spread::of(&p.pp_tokens_per_s)),
+                cell(tg),
+                cell(per_seq),
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "\nmedians (min–max) of {} repetitions after a warm-up; {} threads; model {} ({:.1} MiB); {}",
+        doc.reps,
+        doc.threads,
+        doc.model,
+        doc.model_bytes as f64 / 1048576.0,
+        doc.cpu.as_deref().unwrap_or("unknown CPU")
+    );
     out
 }
 
@@ -191,6 +258,7 @@ mod tests {
             peak_rss_bytes: Some(660 << 20),
             composed_ops: vec![],
             copy_bytes_per_s: None,
+            parallel: vec![],
         };
         let doc = Document {
             model: "m.gguf".into(),
@@ -200,6 +268,7 @@ mod tests {
             pp: 128,
             tg: 64,
             reps: 3,
+            parallel: vec![],
             cpu: None,
             rbees_version: "0",
             unix_time: 0,
@@ -236,6 +305,7 @@ mod tests {
             peak_rss_bytes: None,
             composed_ops: vec![],
             copy_bytes_per_s: Some(2e12),
+            parallel: vec![],
         };
         let mut doc = Document {
             model: "m.gguf".into(),
@@ -245,6 +315,7 @@ mod tests {
             pp: 0,
             tg: 64,
             reps: 1,
+            parallel: vec![],
             cpu: None,
             rbees_version: "0",
             unix_time: 0,
