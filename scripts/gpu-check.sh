@@ -8,8 +8,11 @@
 #      (the reference), candle and cuda-kernels on cuda:0;
 #   4. SmolLM2-135M-shaped random models (Q4_0, Q4_1): greedy ndarray-cpu vs
 #      cuda-kernels, and `rbees bench` of candle vs cuda-kernels (pp512/tg64);
-#   5. Llama-2-7B-shaped random models (Q4_0, Q8_0): the same bench.
-# STEPS="1 2 3" runs a subset: steps 1-3 and 4-5 each fit one 600 s device call.
+#   5. Llama-2-7B-shaped random models (Q4_0, Q8_0): the same bench;
+#   6. batched decoding (continuous batching) at the SmolLM2 shape: `rbees
+#      bench --parallel 1,8,32` of candle vs cuda-kernels.
+# STEPS="1 2 3" runs a subset: steps 1-3 and 4-5 each fit one 600 s device
+# call; step 6 fits beside steps 1-3.
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 OUT=${OUT:-$HERE/gpu-logs}
@@ -100,5 +103,14 @@ llama7b() {
 }
 export -f llama7b
 step 5 280 llama2-7b.log llama7b
+
+batched() {
+    model="$WORK/smollm2-135m-Q4_0.gguf"
+    [[ -f "$model" ]] || run synth --shape smollm2-135m --qtype Q4_0 --out "$model"
+    run bench --model "$model" --backend candle:cuda:0 --backend cuda-kernels:cuda:0 \
+        --pp 128 --tg 64 --reps 2 --parallel 1,8,32 --json "$OUT/bench-smollm2-parallel.json"
+}
+export -f batched
+step 6 150 batched.log batched
 
 ls -la "$OUT"

@@ -174,7 +174,13 @@ fn greedy_generation_matches_llama_cpp() {
         // The reference backend runs the fused ops as default compositions, and says so.
         assert_eq!(
             out["composed_ops"],
-            serde_json::json!(["attention", "swiglu"])
+            serde_json::json!([
+                "attention",
+                "swiglu",
+                "rope_batch",
+                "kv_append_batch",
+                "attention_batch"
+            ])
         );
 
         let t = &out["timings"];
