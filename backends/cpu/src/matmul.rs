@@ -10,7 +10,11 @@
 //! Results are written transposed (`[n, m]`: a band is one contiguous
 //! chunk) and transposed back at the end when `m > 1`. Each output value is
 //! computed the same way whatever the banding, so the thread count never
-//! changes a result.
+//! changes a result; and the same way whatever the other activation rows
+//! (the multi-row kernels repeat the one-row kernel's arithmetic for each
+//! row), so an output row is bit for bit what that activation row gives
+//! alone: with continuous batching, a sequence's results do not depend on
+//! the sequences it shares a forward pass with.
 
 use std::sync::Arc;
 

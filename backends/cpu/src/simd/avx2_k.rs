@@ -1,6 +1,11 @@
 //! AVX2 dot products of K-quant rows against Q8_K activations, following
 //! ggml's x86 kernels; each is checked against the scalar code of
 //! [`crate::quant`] in the tests below.
+//!
+//! The one-row (decode) and four-row (prompt) kernels are one body, generic
+//! over the number of activation rows, whose operations for each row do not
+//! depend on that number: a row's result is bit for bit the same in any
+//! batch (batch invariance, see [`super::Kernels`]); keep it so.
 
 use std::arch::x86_64::*;
 

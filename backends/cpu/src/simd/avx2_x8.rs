@@ -3,6 +3,11 @@
 //! carries one weight row, so one broadcast of four activation bytes feeds
 //! eight rows; against one activation row (decode) or four (prompts, the
 //! weight nibbles unpacked once for the four).
+//!
+//! Both are one body, generic over the number of activation rows, whose
+//! operations for each row do not depend on that number: a row's result is
+//! bit for bit the same in any batch (batch invariance, see
+//! [`super::Kernels`]); keep it so.
 
 use std::arch::x86_64::*;
 

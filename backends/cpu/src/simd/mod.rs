@@ -49,6 +49,11 @@ pub type F32Dot = fn(&[f32], &[f32]) -> f32;
 
 /// The dot products a backend uses; every slot has the same contract as
 /// the scalar function of the same name in [`crate::quant`].
+///
+/// Batch invariance: a slot that takes several activation rows (`*_x4`,
+/// `*_x8`) gives each row bit for bit what the one-row slot of the same
+/// weights (`q4_0`, `q4_0_rows`, `q4_0x8_rows`, ...) gives it, so a
+/// sequence's results do not depend on the other sequences of a batch.
 #[derive(Clone, Copy)]
 pub struct Kernels {
     pub name: &'static str,
