@@ -7,38 +7,19 @@
 # sdist vendors (PyPI; cmake comes from PyPI too) into a cache folder,
 # ${RBEES_LLAMA_CPP_CACHE:-~/.cache/rbees/llama.cpp}, with -DGGML_NATIVE=ON
 # (host SIMD, as rbees' own build). About 10 minutes on 2 cores the first time.
+# The build steps live in benches/llama-cpp-build.sh (shared with
+# benches/llama-batched-bench.sh).
 #
 # Usage: benches/llama-bench.sh [--build-only] [MODEL] [THREADS] [PP] [TG] [REPS] [rbees bench args...]
 # Not part of CI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-LLAMA_CPP_PYTHON_VERSION=${LLAMA_CPP_PYTHON_VERSION:-0.3.36}
-CACHE=${RBEES_LLAMA_CPP_CACHE:-$HOME/.cache/rbees/llama.cpp}
-LLAMA_BENCH="$CACHE/build/bin/llama-bench"
+source benches/llama-cpp-build.sh
 
 build_llama_bench() {
-    if [[ -x "$LLAMA_BENCH" ]]; then return; fi
-    echo "building llama-bench (llama-cpp-python $LLAMA_CPP_PYTHON_VERSION sdist) into $CACHE" >&2
-    mkdir -p "$CACHE"
-    if [[ ! -x "$CACHE/venv/bin/cmake" ]]; then
-        python3 -m venv "$CACHE/venv"
-        "$CACHE/venv/bin/pip" install --quiet cmake ninja
-    fi
-    if [[ ! -d "$CACHE/src" ]]; then
-        local dl="$CACHE/download"
-        mkdir -p "$dl"
-        "$CACHE/venv/bin/pip" download --quiet --no-deps --no-binary llama-cpp-python \
-            "llama-cpp-python==$LLAMA_CPP_PYTHON_VERSION" -d "$dl"
-        mkdir -p "$CACHE/src"
-        tar -xzf "$dl"/llama_cpp_python-*.tar.gz -C "$CACHE/src" --strip-components=1
-    fi
-    PATH="$CACHE/venv/bin:$PATH" cmake -S "$CACHE/src/vendor/llama.cpp" -B "$CACHE/build" -G Ninja \
-        -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DLLAMA_CURL=OFF \
-        -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_TOOLS=ON \
-        >"$CACHE/cmake.log"
-    PATH="$CACHE/venv/bin:$PATH" cmake --build "$CACHE/build" --target llama-bench -j "$(nproc)" \
-        >"$CACHE/build.log"
+    llama_cpp_build llama-bench
+    LLAMA_BENCH="$LLAMA_CPP_BIN/llama-bench"
 }
 
 if [[ "${1:-}" == "--build-only" ]]; then

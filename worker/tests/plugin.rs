@@ -92,7 +92,13 @@ fn assert_same_greedy_ids(model: &Path, prompt: &str, tokens: usize) {
         .collect();
     assert_eq!(
         composed,
-        ["attention", "swiglu", "rope_batch", "kv_append_batch", "attention_batch"],
+        [
+            "attention",
+            "swiglu",
+            "rope_batch",
+            "kv_append_batch",
+            "attention_batch"
+        ],
         "{got}"
     );
 }
