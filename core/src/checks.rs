@@ -204,7 +204,7 @@ pub fn spans(op: &'static str, rows: usize, spans: &[SeqSpan], caches: usize) ->
                 ),
             );
         }
-        next = s.start.checked_add(s.len).unwrap_or(usize::MAX);
+        next = s.start.saturating_add(s.len);
     }
     if next != rows {
         return fail(

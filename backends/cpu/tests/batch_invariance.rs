@@ -11,19 +11,10 @@ use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
 use rand::{Rng, SeedableRng};
 use rbees_backend_cpu::CpuBackend;
-use rbees_core::{Backend, BackendOptions, HostWeight, WeightDType};
+use rbees_core::{Backend, HostWeight, WeightDType};
 
-fn backend(threads: usize, scalar: bool) -> CpuBackend {
-    let options = BackendOptions {
-        device: "cpu".into(),
-        threads: Some(threads),
-    };
-    if scalar {
-        CpuBackend::scalar(&options).expect("scalar backend")
-    } else {
-        CpuBackend::new(&options).expect("backend")
-    }
-}
+mod common;
+use common::backend;
 
 /// Every weight type the backend multiplies, with candle's equivalent
 /// (which quantises the random test weights).

@@ -3,19 +3,10 @@
 
 use rand::{Rng, SeedableRng};
 use rbees_backend_cpu::CpuBackend;
-use rbees_core::{Backend, BackendOptions, HostWeight, WeightDType};
+use rbees_core::{Backend, HostWeight, WeightDType};
 
-fn backend(threads: usize, scalar: bool) -> CpuBackend {
-    let options = BackendOptions {
-        device: "cpu".into(),
-        threads: Some(threads),
-    };
-    if scalar {
-        CpuBackend::scalar(&options).expect("scalar backend")
-    } else {
-        CpuBackend::new(&options).expect("backend")
-    }
-}
+mod common;
+use common::backend;
 
 /// Random bytes of an `[n, k]` weight of `dtype`, with sane f16 scales.
 fn weight_bytes(rng: &mut impl Rng, dtype: WeightDType, n: usize, k: usize) -> Vec<u8> {
