@@ -244,13 +244,7 @@ impl Backend for CpuBackend {
         checks::attention_scores(q.dims(), cache.dims(), pos0, shape)?;
         let caches = [cache];
         let place = attention::RowPlace::sequence(&caches, pos0, q.rows);
-        Ok(attention::attention(
-            &self.pool,
-            &self.kernels,
-            q,
-            place,
-            shape,
-        ))
+        attention::attention(&self.pool, &self.kernels, q, place, shape)
     }
 
     fn concat_rows(&self, parts: &[&CpuTensor]) -> Result<CpuTensor> {
@@ -328,13 +322,7 @@ impl Backend for CpuBackend {
             checks::attention_scores((s.len, q.cols), cache.dims(), s.pos0, shape)?;
         }
         let place = attention::RowPlace::batch(caches, spans);
-        Ok(attention::attention(
-            &self.pool,
-            &self.kernels,
-            q,
-            place,
-            shape,
-        ))
+        attention::attention(&self.pool, &self.kernels, q, place, shape)
     }
 
     fn swiglu(&self, gate: &CpuTensor, up: &CpuTensor) -> Result<CpuTensor> {

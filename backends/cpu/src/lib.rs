@@ -12,7 +12,7 @@
 //!   and BF16 weights multiply f32 activations in f32.
 //! * Everything else (norms, RoPE, softmax, attention, SwiGLU) is f32 with
 //!   simple loops the compiler vectorises; attention and SwiGLU are fused.
-//! * Work is split over output-row bands on the backend's own rayon pool,
+//! * Work is split over output-row bands on the backend's own threads,
 //!   sized by `threads`; small ops run on the calling thread.
 
 mod backend;

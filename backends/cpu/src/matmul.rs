@@ -21,9 +21,7 @@ use std::sync::Arc;
 use rbees_core::{BackendError, Result, WeightDType};
 
 use crate::pool::Pool;
-use crate::quant::{
-    interleave_scales, q4_kx8, q8_k, quantize_row, x8, BlockQ8, BlockQ8K, Q8x4, Scales4,
-};
+use crate::quant::{interleave_scales, q4_kx8, q8_k, x8, BlockQ8, BlockQ8K, Q8x4, Scales4};
 use crate::quant::{QK, QK_K};
 use crate::simd::{KQuantDot, KQuantDot4, KQuantRows, Kernels};
 use crate::simd::{QuantDot, QuantDot4, QuantDot8, QuantRows};
@@ -45,13 +43,13 @@ struct QuantActs {
 impl QuantActs {
     /// `four_row_scales`: lay out the scales for the four-row kernels of
     /// plain rows (interleaved rows do not use them).
-    fn new(x: &CpuTensor, four_row_scales: bool) -> Self {
+    fn new(k: &Kernels, x: &CpuTensor, four_row_scales: bool) -> Self {
         let (m, kd) = x.dims();
         let nb = kd / QK;
         let mut q = vec![BlockQ8::default(); m * nb];
         if nb > 0 {
             for (xr, qr) in x.data.chunks_exact(kd).zip(q.chunks_exact_mut(nb)) {
-                quantize_row(xr, qr);
+                (k.quantize_q8)(xr, qr);
             }
         }
         let mut acts = QuantActs {
@@ -103,7 +101,7 @@ pub fn matmul(pool: &Pool, k: &Kernels, x: &CpuTensor, w: &CpuWeight) -> Result<
                 },
             );
             let x = Arc::new(x.data.clone());
-            pool.run_bands(n * m, band * m, work, move |b, chunk| {
+            pool.collect(n * m, band * m, work, move |b, chunk| {
                 for (j, o) in chunk.chunks_mut(m).enumerate() {
                     let r = b * band + j;
                     for (v, xr) in o.iter_mut().zip(x.chunks_exact(kd)) {
@@ -140,7 +138,7 @@ pub fn matmul(pool: &Pool, k: &Kernels, x: &CpuTensor, w: &CpuWeight) -> Result<
                 band
             };
             let (x8_rows, x8_four) = (k.q4_kx8_rows, k.q4_kx8_x4);
-            pool.run_bands(n * m, band * m, work, move |b, chunk| {
+            pool.collect(n * m, band * m, work, move |b, chunk| {
                 let first = b * band;
                 let count = chunk.len() / m;
                 let row = |i: usize| &acts[i * nb..(i + 1) * nb];
@@ -197,7 +195,7 @@ pub fn matmul(pool: &Pool, k: &Kernels, x: &CpuTensor, w: &CpuWeight) -> Result<
             };
             let (dot, dot_rows, dot4, dot8): (QuantDot, QuantRows, QuantDot4, QuantDot8) = kernels;
             let interleaved = matches!(storage.as_ref(), Storage::X8(_));
-            let acts = Arc::new(QuantActs::new(x, !interleaved));
+            let acts = Arc::new(QuantActs::new(k, x, !interleaved));
             // Bands of interleaved weights hold whole groups of eight rows.
             let band = if interleaved {
                 band.next_multiple_of(x8::ROWS)
@@ -216,7 +214,7 @@ pub fn matmul(pool: &Pool, k: &Kernels, x: &CpuTensor, w: &CpuWeight) -> Result<
             } else {
                 (k.q4_0x8_rows, k.q4_0x8_x4)
             };
-            pool.run_bands(n * m, band * m, work, move |b, chunk| {
+            pool.collect(n * m, band * m, work, move |b, chunk| {
                 let first = b * band;
                 let count = chunk.len() / m;
                 let bytes: &[u8] = match storage.as_ref() {

@@ -1,15 +1,23 @@
 //! The backend's own threads, and the rule for when to use them.
 //!
-//! `threads = T` means the calling thread plus a rayon pool of `T - 1`
-//! workers. The caller takes chunks of the work itself instead of handing
-//! everything to the pool and sleeping until it is done (`install`): a
-//! decode step runs ~200 small products, and a sleep/wake of the caller for
-//! each one cost more than the products on a busy 2-core machine. Chunks are
-//! taken from a shared queue, so a worker that starts late (descheduled on
-//! a shared machine) just takes fewer.
+//! `threads = T` means the calling thread plus `T - 1` workers. The caller
+//! takes chunks of the work itself instead of handing everything to the
+//! workers and sleeping until they are done: a decode step runs ~200 small
+//! products, and a sleep/wake of the caller for each one cost more than the
+//! products on a busy 2-core machine. Chunks are claimed from an atomic
+//! counter, so a worker that starts late (descheduled on a shared machine)
+//! just takes fewer, and the caller waits only for chunks a worker has
+//! already claimed. Idle workers poll for a while before they sleep, so
+//! they are there for the next product of the step.
+//!
+//! Every parallel op (matrix products, attention) goes through the same
+//! workers: a second set of threads (a rayon pool for attention, once)
+//! found its threads asleep or crowded out by the polling ones, and
+//! attention ran on the caller alone.
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -20,21 +28,27 @@ use rbees_core::{BackendError, Result};
 /// than the work. (SmolLM2's K and V projections, 192 x 576, stay below.)
 pub const PARALLEL_MIN_WORK: usize = 192 * 1024;
 
-/// How long an idle band worker keeps polling for the next job before it
+/// How long an idle worker keeps polling for the next job before it
 /// sleeps. A decode step is ~200 products a few tens of microseconds apart:
 /// a worker that went to sleep after each would be woken (tens of
 /// microseconds) too late to take part, and 2 threads decoded no faster
 /// than 1. Polling costs CPU only between jobs, for this long.
 const SPIN_FOR: Duration = Duration::from_micros(500);
 
-/// A job every band worker runs: claims chunks until none are left.
-type Task = Arc<dyn Fn() + Send + Sync>;
+/// A published job: claims and computes chunks until none are left. Its
+/// real lifetime is one [`Pool::for_chunks`] call (see [`Board::retire`]).
+type Job = &'static (dyn Fn() + Sync);
 
-/// The band workers' shared state: the latest task and its number.
+/// The workers' shared state: the current job and its number.
 struct Board {
-    /// Number of tasks published so far; a change means "new task".
+    /// Number of jobs published so far; a change means "new job".
     epoch: AtomicUsize,
-    task: Mutex<Option<Task>>,
+    /// The current job; `None` once its caller has retired it.
+    job: Mutex<Option<Job>>,
+    /// Workers inside the current job (they joined while it was published).
+    active: AtomicUsize,
+    /// A worker's chunk panicked during the current job.
+    panicked: AtomicBool,
     /// Workers waiting on `wake` (so publishing skips the wake-up call when
     /// every worker is still polling).
     sleeping: AtomicUsize,
@@ -43,17 +57,46 @@ struct Board {
 }
 
 impl Board {
-    fn publish(&self, task: Task) {
-        if let Ok(mut slot) = self.task.lock() {
-            *slot = Some(task);
-            self.epoch.fetch_add(1, Ordering::Release);
-        }
+    fn publish(&self, job: Job) {
+        let mut slot = self.job.lock().unwrap_or_else(|e| e.into_inner());
+        *slot = Some(job);
+        self.epoch.fetch_add(1, Ordering::Release);
+        drop(slot);
         if self.sleeping.load(Ordering::Acquire) > 0 {
             self.wake.notify_all();
         }
     }
 
-    /// A worker: waits for each new task (polling, then sleeping) and runs it.
+    /// Takes the job down and waits until no worker is inside it: after
+    /// this, nothing the job borrows is used again. A worker joins only
+    /// under the lock, while the job is up, and counts itself in `active`
+    /// there; the workers inside are computing chunks they claimed (which
+    /// the caller needs anyway) or finding none left.
+    fn retire(&self) {
+        *self.job.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        let mut spins = 0u32;
+        while self.active.load(Ordering::Acquire) > 0 {
+            spins += 1;
+            if spins < 1 << 12 {
+                std::hint::spin_loop();
+            } else {
+                // A worker was descheduled mid-chunk: let it run.
+                std::thread::yield_now();
+            }
+        }
+    }
+
+    /// The current job, with this worker counted in it.
+    fn join(&self) -> Option<Job> {
+        let slot = self.job.lock().unwrap_or_else(|e| e.into_inner());
+        let job = *slot;
+        if job.is_some() {
+            self.active.fetch_add(1, Ordering::AcqRel);
+        }
+        job
+    }
+
+    /// A worker: waits for each new job (polling, then sleeping) and runs it.
     fn serve(&self) {
         let mut seen = 0;
         loop {
@@ -71,7 +114,7 @@ impl Board {
                     std::hint::spin_loop();
                     continue;
                 }
-                let Ok(slot) = self.task.lock() else { return };
+                let slot = self.job.lock().unwrap_or_else(|e| e.into_inner());
                 self.sleeping.fetch_add(1, Ordering::AcqRel);
                 // Re-checked under the lock `publish` takes, so no wake-up
                 // is lost; the timeout is a second safety net.
@@ -81,57 +124,105 @@ impl Board {
                 }
                 self.sleeping.fetch_sub(1, Ordering::AcqRel);
             }
-            let task = self.task.lock().ok().and_then(|slot| slot.clone());
-            if let Some(task) = task {
-                task();
+            if let Some(job) = self.join() {
+                if catch_unwind(AssertUnwindSafe(job)).is_err() {
+                    self.panicked.store(true, Ordering::Release);
+                }
+                self.active.fetch_sub(1, Ordering::AcqRel);
             }
         }
     }
 }
 
-/// Threads that run [`Pool::run_bands`] jobs, polling between jobs.
-struct BandWorkers {
+/// Retires the job when the caller leaves [`Pool::for_chunks`], also when
+/// its own chunk panics, so no worker outlives what the job borrows.
+struct Retire<'a>(&'a Board);
+
+impl Drop for Retire<'_> {
+    fn drop(&mut self) {
+        self.0.retire();
+    }
+}
+
+/// Threads that run [`Pool::for_chunks`] jobs, polling between jobs.
+struct Workers {
     board: Arc<Board>,
+    /// One job at a time: a second caller waits for the first.
+    running: Mutex<()>,
     handles: Vec<JoinHandle<()>>,
 }
 
-impl BandWorkers {
+impl Workers {
     fn start(n: usize) -> Result<Self> {
         let board = Arc::new(Board {
             epoch: AtomicUsize::new(0),
-            task: Mutex::new(None),
+            job: Mutex::new(None),
+            active: AtomicUsize::new(0),
+            panicked: AtomicBool::new(false),
             sleeping: AtomicUsize::new(0),
             wake: Condvar::new(),
             stop: AtomicBool::new(false),
         });
-        let handles = (0..n)
-            .map(|i| {
-                let board = Arc::clone(&board);
-                std::thread::Builder::new()
-                    .name(format!("rbees-cpu-band-{i}"))
-                    .spawn(move || board.serve())
-                    .map_err(|e| BackendError::Other(format!("cannot start a worker thread: {e}")))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Ok(BandWorkers { board, handles })
+        let mut workers = Workers {
+            board,
+            running: Mutex::new(()),
+            handles: Vec::with_capacity(n),
+        };
+        for i in 0..n {
+            let board = Arc::clone(&workers.board);
+            let handle = std::thread::Builder::new()
+                .name(format!("rbees-cpu-{i}"))
+                .spawn(move || board.serve())
+                .map_err(|e| BackendError::Other(format!("cannot start a worker thread: {e}")))?;
+            workers.handles.push(handle);
+        }
+        Ok(workers)
     }
 }
 
-impl Drop for BandWorkers {
+impl Drop for Workers {
     fn drop(&mut self) {
         self.board.stop.store(true, Ordering::Relaxed);
-        self.board.wake.notify_all();
+        {
+            // Under the lock a sleeping worker re-checks `stop` with.
+            let _slot = self.board.job.lock().unwrap_or_else(|e| e.into_inner());
+            self.board.wake.notify_all();
+        }
         for handle in self.handles.drain(..) {
             let _ = handle.join();
         }
     }
 }
 
+/// `out` split into `chunk_len`-sized chunks that threads take by index.
+struct Chunks {
+    ptr: *mut f32,
+    len: usize,
+    chunk_len: usize,
+}
+
+// SAFETY: `Chunks` hands out each chunk once (indices are claimed from an
+// atomic counter), so threads never share an element.
+unsafe impl Sync for Chunks {}
+
+impl Chunks {
+    /// # Safety
+    /// Each `i < count()` must be passed once, and `out` must outlive the use.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn get(&self, i: usize) -> &mut [f32] {
+        let start = i * self.chunk_len;
+        let len = self.chunk_len.min(self.len - start);
+        std::slice::from_raw_parts_mut(self.ptr.add(start), len)
+    }
+
+    fn count(&self) -> usize {
+        self.len.div_ceil(self.chunk_len)
+    }
+}
+
 pub struct Pool {
     /// `None` for one thread.
-    workers: Option<rayon::ThreadPool>,
-    /// The same number of threads for matrix products (`None` for one thread).
-    band_workers: Option<BandWorkers>,
+    workers: Option<Workers>,
     threads: usize,
 }
 
@@ -141,143 +232,136 @@ impl Pool {
         let threads = threads
             .filter(|&t| t > 0)
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-        let band_workers = if threads > 1 {
-            Some(BandWorkers::start(threads - 1)?)
-        } else {
-            None
-        };
         let workers = if threads > 1 {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads - 1)
-                .thread_name(|i| format!("rbees-cpu-{i}"))
-                .build()
-                .map_err(|e| BackendError::Other(format!("cannot start thread pool: {e}")))?;
-            Some(pool)
+            Some(Workers::start(threads - 1)?)
         } else {
             None
         };
-        Ok(Pool {
-            workers,
-            band_workers,
-            threads,
-        })
+        Ok(Pool { workers, threads })
     }
 
     pub fn threads(&self) -> usize {
         self.threads
     }
 
-    /// A `total`-long result computed in `chunk_len`-sized chunks by
-    /// `f(index, chunk)`, on all threads when `work` (multiply-adds, roughly)
-    /// is worth it.
-    ///
-    /// Unlike [`Pool::for_chunks`], the caller never waits for a worker that
-    /// has not started yet: chunks are claimed from an atomic counter, the
-    /// caller computes in place, workers send theirs back over a channel,
-    /// and the caller waits only for chunks a worker has already claimed. A
-    /// worker that wakes up late (descheduled on a shared machine) finds
-    /// nothing left and returns. This needs `'static` jobs, hence the `Arc`s
-    /// in what `f` captures.
-    pub fn run_bands<F>(
-        &self,
-        total: usize,
-        chunk_len: usize,
-        work: usize,
-        f: F,
-    ) -> Result<Vec<f32>>
+    /// Calls `f(index, chunk)` for every `chunk_len`-sized chunk of `out`,
+    /// on all threads when `work` (multiply-adds, roughly) is worth it,
+    /// otherwise on this thread. Results do not depend on which: each chunk
+    /// is computed the same way either way. Returns when every chunk is done.
+    pub fn for_chunks<F>(&self, out: &mut [f32], chunk_len: usize, work: usize, f: F) -> Result<()>
     where
-        F: Fn(usize, &mut [f32]) + Send + Sync + 'static,
+        F: Fn(usize, &mut [f32]) + Sync,
     {
         let chunk_len = chunk_len.max(1);
-        let mut out = vec![0f32; total];
-        let board = match &self.band_workers {
-            Some(workers) if work >= PARALLEL_MIN_WORK && total > chunk_len => &workers.board,
+        let workers = match &self.workers {
+            Some(workers) if work >= PARALLEL_MIN_WORK && out.len() > chunk_len => workers,
             _ => {
                 for (i, c) in out.chunks_mut(chunk_len).enumerate() {
                     f(i, c);
                 }
-                return Ok(out);
+                return Ok(());
             }
         };
-        let chunks = total.div_ceil(chunk_len);
-        let len = move |i: usize| chunk_len.min(total - i * chunk_len);
-        let next = Arc::new(AtomicUsize::new(0));
-        let f = Arc::new(f);
-        let (tx, rx) = mpsc::channel::<(usize, Vec<f32>)>();
-        let (task_next, task_f) = (Arc::clone(&next), Arc::clone(&f));
-        // Each worker that runs the task gets its own sender clone; the task
-        // (and its sender) is replaced by the next job, and a claimed chunk
-        // is always sent before its worker returns.
-        let tx = Mutex::new(tx);
-        board.publish(Arc::new(move || {
-            let Some(tx) = tx.lock().ok().map(|tx| tx.clone()) else {
-                return;
-            };
-            loop {
-                let i = task_next.fetch_add(1, Ordering::Relaxed);
-                if i >= chunks {
-                    break;
-                }
-                let mut chunk = vec![0f32; len(i)];
-                task_f(i, &mut chunk);
-                if tx.send((i, chunk)).is_err() {
-                    break;
-                }
-            }
-        }));
-        let mut mine = 0;
-        loop {
+        let _one_job = workers.running.lock().unwrap_or_else(|e| e.into_inner());
+        let board = &*workers.board;
+        let chunks = Chunks {
+            ptr: out.as_mut_ptr(),
+            len: out.len(),
+            chunk_len,
+        };
+        let next = AtomicUsize::new(0);
+        let claim = || loop {
             let i = next.fetch_add(1, Ordering::Relaxed);
-            if i >= chunks {
+            if i >= chunks.count() {
                 break;
             }
-            f(i, &mut out[i * chunk_len..i * chunk_len + len(i)]);
-            mine += 1;
+            // SAFETY: `i` was claimed once; `out` outlives the job (retired
+            // before this function returns).
+            f(i, unsafe { chunks.get(i) });
+        };
+        let job: &(dyn Fn() + Sync) = &claim;
+        // SAFETY: the job borrows `out`, `f` and locals of this call; it is
+        // retired (no worker inside, none can join) before they go, by
+        // `retire` on the way out, including when `claim` panics here.
+        let job: Job = unsafe { std::mem::transmute::<&(dyn Fn() + Sync), Job>(job) };
+        board.panicked.store(false, Ordering::Relaxed);
+        let retire = Retire(board);
+        board.publish(job);
+        claim();
+        drop(retire);
+        if board.panicked.load(Ordering::Acquire) {
+            return Err(BackendError::Other(
+                "a worker thread of the cpu backend panicked".into(),
+            ));
         }
-        for _ in mine..chunks {
-            // A worker that claimed a chunk sends it (the task holds a sender
-            // until the next job replaces it, so `recv` cannot hang on a
-            // dropped channel; a panicking worker is caught by the timeout).
-            let (i, chunk) = rx.recv_timeout(Duration::from_secs(60)).map_err(|_| {
-                BackendError::Other("a worker thread of the cpu backend failed".into())
-            })?;
-            out[i * chunk_len..i * chunk_len + chunk.len()].copy_from_slice(&chunk);
-        }
-        Ok(out)
+        Ok(())
     }
 
-    /// Calls `f(index, chunk)` for every `chunk_len`-sized chunk of `out`, on
-    /// all threads when `work` (multiply-adds, roughly) is worth it,
-    /// otherwise on this thread. Results do not depend on which: each chunk
-    /// is computed the same way either way.
-    pub fn for_chunks<F>(&self, out: &mut [f32], chunk_len: usize, work: usize, f: F)
+    /// A new `total`-long result computed by [`Pool::for_chunks`].
+    pub fn collect<F>(&self, total: usize, chunk_len: usize, work: usize, f: F) -> Result<Vec<f32>>
     where
-        F: Fn(usize, &mut [f32]) + Sync + Send,
+        F: Fn(usize, &mut [f32]) + Sync,
     {
-        let chunk_len = chunk_len.max(1);
-        let pool = match &self.workers {
-            Some(pool) if work >= PARALLEL_MIN_WORK && out.len() > chunk_len => pool,
-            _ => {
-                out.chunks_mut(chunk_len)
-                    .enumerate()
-                    .for_each(|(i, c)| f(i, c));
-                return;
+        let mut out = vec![0f32; total];
+        self.for_chunks(&mut out, chunk_len, work, f)?;
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_chunk_is_computed_once_in_place() {
+        let pool = Pool::new(Some(3)).expect("pool");
+        for total in [1, 7, 64, 1000] {
+            let out = pool
+                .collect(total, 3, usize::MAX, |i, c| {
+                    for (j, v) in c.iter_mut().enumerate() {
+                        *v += (i * 3 + j) as f32;
+                    }
+                })
+                .expect("job");
+            let want: Vec<f32> = (0..total).map(|v| v as f32).collect();
+            assert_eq!(out, want, "total {total}");
+        }
+    }
+
+    #[test]
+    fn jobs_borrow_the_callers_data() {
+        let pool = Pool::new(Some(2)).expect("pool");
+        let input: Vec<f32> = (0..4096).map(|v| v as f32).collect();
+        for _ in 0..200 {
+            let out = pool
+                .collect(input.len(), 16, usize::MAX, |i, c| {
+                    for (o, x) in c.iter_mut().zip(&input[i * 16..]) {
+                        *o = 2.0 * x;
+                    }
+                })
+                .expect("job");
+            assert!(out.iter().zip(&input).all(|(o, x)| *o == 2.0 * x));
+        }
+    }
+
+    #[test]
+    fn a_panicking_chunk_is_an_error_not_a_hang() {
+        let pool = Pool::new(Some(2)).expect("pool");
+        let caller = std::thread::current().id();
+        // Chunks that run on a worker panic; the caller's do not.
+        let result = pool.collect(1 << 16, 1, usize::MAX, |_, c| {
+            if std::thread::current().id() != caller {
+                panic!("chunk failed");
             }
-        };
-        let queue = Mutex::new(out.chunks_mut(chunk_len).enumerate());
-        // A poisoned queue means another participant panicked; rayon
-        // re-raises that panic at the end of the scope.
-        let take = || queue.lock().ok().and_then(|mut q| q.next());
-        let drain = || {
-            while let Some((i, chunk)) = take() {
-                f(i, chunk);
-            }
-        };
-        pool.in_place_scope(|s| {
-            for _ in 0..pool.current_num_threads() {
-                s.spawn(|_| drain());
-            }
-            drain();
+            c[0] = 1.0;
         });
+        // Whether the worker got a chunk is up to the scheduler; if it did,
+        // the call must say so.
+        if let Err(e) = result {
+            assert!(e.to_string().contains("panicked"), "{e}");
+        }
+        // The pool still works afterwards.
+        let out = pool.collect(64, 1, usize::MAX, |i, c| c[0] = i as f32);
+        assert_eq!(out.expect("job")[63], 63.0);
     }
 }

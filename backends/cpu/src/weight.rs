@@ -27,7 +27,7 @@ pub struct CpuWeight {
     pub cols: usize,
     /// Bytes of one row in `Storage::Blocks`.
     pub row_bytes: usize,
-    /// Shared with the bands of a product in flight (see `Pool::run_bands`).
+    /// Shared with the bands of a product in flight (see `matmul`).
     pub storage: Arc<Storage>,
 }
 

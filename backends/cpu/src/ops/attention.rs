@@ -6,7 +6,7 @@
 //! batch of sequences is the same loop with each row's own cache and
 //! position, so a row's result does not depend on what else is in the batch.
 
-use rbees_core::AttentionShape;
+use rbees_core::{AttentionShape, Result};
 
 use super::elementwise::axpy;
 use super::softmax::softmax_in_place;
@@ -53,7 +53,7 @@ pub fn attention(
     q: &CpuTensor,
     place: RowPlace<'_>,
     shape: AttentionShape,
-) -> CpuTensor {
+) -> Result<CpuTensor> {
     let (seq, hd) = (q.rows, shape.head_dim);
     let group = shape.n_heads / shape.n_kv_heads;
     let mut out = CpuTensor::zeros(seq, shape.n_heads * hd);
@@ -76,8 +76,8 @@ pub fn attention(
                 axpy(o, p, head(&cache.values, width, j, kvh, hd));
             }
         }
-    });
-    out
+    })?;
+    Ok(out)
 }
 
 /// `[n_heads * seq, pos0 + seq]` scaled scores, `-inf` past each row's position.

@@ -53,25 +53,72 @@ pub fn interleave_scales(rows: [&[BlockQ8]; 4], nb: usize) -> Scales4 {
 /// Rounds `x` (a whole number of blocks) into `out` (`x.len() / 32` blocks):
 /// `d = max|x| / 127`, `q = round(x / d)` (half away from zero, like C's
 /// `roundf`), `d` and `d * Σq` rounded to f16.
+///
+/// The reference for the SIMD versions ([`crate::simd::Kernels::quantize_q8`]),
+/// which give the same bits.
 pub fn quantize_row(x: &[f32], out: &mut [BlockQ8]) {
     for (xb, yb) in x.chunks_exact(QK).zip(out.iter_mut()) {
         let amax = xb.iter().fold(0f32, |a, v| a.max(v.abs()));
         let d = amax / 127.0;
         let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-        let mut sum = 0i32;
         for (q, &v) in yb.qs.iter_mut().zip(xb) {
-            let r = (v * id).round() as i8;
-            *q = r;
-            sum += i32::from(r);
+            *q = round_half_away(v * id) as i8;
         }
+        let sum: i32 = yb.qs.iter().map(|&q| i32::from(q)).sum();
         yb.d = f16::from_f32(d).to_f32();
         yb.s = f16::from_f32(d * sum as f32).to_f32();
+    }
+}
+
+/// `v` rounded half away from zero, as `f32::round` (C's `roundf`), the
+/// way the SIMD versions do it (`f32::round` is a libm call per value):
+/// `v - trunc(v)` is exact, so the comparison with 0.5 decides ties exactly.
+#[inline]
+fn round_half_away(v: f32) -> f32 {
+    let t = v.trunc();
+    if (v - t).abs() >= 0.5 {
+        t + 1f32.copysign(v)
+    } else {
+        t
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rounding_equals_roundf() {
+        let below_half = 0.5f32 - f32::EPSILON / 4.0;
+        let mut values = vec![
+            0.0,
+            -0.0,
+            0.5,
+            -0.5,
+            1.5,
+            -1.5,
+            2.5,
+            -2.5,
+            126.5,
+            -126.5,
+            127.0,
+            below_half,
+            -below_half,
+            1.0 + f32::EPSILON,
+            8388607.5,
+            -8388607.5,
+            1e9,
+            -1e9,
+        ];
+        let mut state = 12345u32;
+        for _ in 0..100_000 {
+            state = state.wrapping_mul(1664525).wrapping_add(1013904223);
+            values.push((state >> 8) as f32 / (1 << 24) as f32 * 300.0 - 150.0);
+        }
+        for v in values {
+            assert_eq!(round_half_away(v).to_bits(), v.round().to_bits(), "{v}");
+        }
+    }
 
     #[test]
     fn closed_form_block() {

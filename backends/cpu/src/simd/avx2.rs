@@ -13,7 +13,7 @@
 use std::arch::x86_64::*;
 
 use super::Kernels;
-use crate::quant::{q4_0, q4_1, q8_0, BlockQ8, Q8x4};
+use crate::quant::{q4_0, q4_1, q8_0, BlockQ8, Q8x4, QK};
 
 /// The AVX2 kernels, if this CPU has AVX2, FMA and F16C.
 pub fn kernels() -> Option<Kernels> {
@@ -22,6 +22,7 @@ pub fn kernels() -> Option<Kernels> {
         && is_x86_feature_detected!("f16c");
     ok.then_some(Kernels {
         name: "avx2",
+        quantize_q8,
         q4_0: dot_q4_0,
         q4_1: dot_q4_1,
         q8_0: dot_q8_0,
@@ -179,6 +180,12 @@ fn dot8_q8_0(w: &[u8], x: &Q8x4<'_>, y: &Q8x4<'_>) -> [f32; 8] {
     let nb = blocks4(w, q8_0::BLOCK_BYTES, x).min(blocks4(w, q8_0::BLOCK_BYTES, y));
     // SAFETY: as in `dot4_q4_0`, for both groups.
     join8(unsafe { signed_x4_body::<false, 2>(w.as_ptr(), q8_0::BLOCK_BYTES, [x, y], nb) })
+}
+
+fn quantize_q8(x: &[f32], out: &mut [BlockQ8]) {
+    let nb = out.len().min(x.len() / QK);
+    // SAFETY: as in `dot_q4_0`; `nb` blocks of `x` and `out` are in bounds.
+    unsafe { quantize_q8_body(x.as_ptr(), out.as_mut_ptr(), nb) }
 }
 
 fn dot_f32(w: &[f32], x: &[f32]) -> f32 {
@@ -456,6 +463,59 @@ unsafe fn q4_1_x4_body<const G: usize>(
     out
 }
 
+/// [`crate::quant::quantize_row`] eight values at a time, with the same
+/// bits: the max is exact in any order, `x · (1/d)` is the same product,
+/// and rounding half away from zero is `trunc` plus one step away from zero
+/// when the (exact) remainder is at least one half.
+///
+/// # Safety
+/// AVX2/FMA/F16C must be available; `x` must hold `nb * 32` values and
+/// `out` `nb` blocks.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn quantize_q8_body(x: *const f32, out: *mut BlockQ8, nb: usize) {
+    let sign = _mm256_set1_ps(-0.0);
+    let (half, one) = (_mm256_set1_ps(0.5), _mm256_set1_ps(1.0));
+    // `packs` interleaves the 128-bit halves; this puts the values back in order.
+    let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    for b in 0..nb {
+        let p = x.add(b * QK);
+        let v = [0, 1, 2, 3].map(|k| _mm256_loadu_ps(p.add(8 * k)));
+        let a = v.map(|v| _mm256_andnot_ps(sign, v));
+        let m = _mm256_max_ps(_mm256_max_ps(a[0], a[1]), _mm256_max_ps(a[2], a[3]));
+        let m = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps::<1>(m));
+        let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+        let amax = _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)));
+        let d = amax / 127.0;
+        let id = _mm256_set1_ps(if d != 0.0 { 1.0 / d } else { 0.0 });
+        let q = v.map(|v| {
+            let s = _mm256_mul_ps(v, id);
+            let t = _mm256_round_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(s);
+            let rest = _mm256_andnot_ps(sign, _mm256_sub_ps(s, t));
+            let away = _mm256_cmp_ps::<_CMP_GE_OQ>(rest, half);
+            let step = _mm256_and_ps(away, _mm256_or_ps(one, _mm256_and_ps(sign, s)));
+            _mm256_cvttps_epi32(_mm256_add_ps(t, step))
+        });
+        let sum = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
+        let sum = _mm_add_epi32(
+            _mm256_castsi256_si128(sum),
+            _mm256_extracti128_si256::<1>(sum),
+        );
+        let sum = _mm_add_epi32(sum, _mm_unpackhi_epi64(sum, sum));
+        let sum = _mm_cvtsi128_si32(_mm_add_epi32(sum, _mm_shuffle_epi32::<1>(sum)));
+        let bytes = _mm256_packs_epi16(
+            _mm256_packs_epi32(q[0], q[1]),
+            _mm256_packs_epi32(q[2], q[3]),
+        );
+        let block = &mut *out.add(b);
+        _mm256_storeu_si256(
+            block.qs.as_mut_ptr() as *mut __m256i,
+            _mm256_permutevar8x32_epi32(bytes, order),
+        );
+        block.d = half::f16::from_f32(d).to_f32();
+        block.s = half::f16::from_f32(d * sum as f32).to_f32();
+    }
+}
+
 /// # Safety
 /// AVX2/FMA must be available; `w` and `x` must hold `n` values each.
 #[target_feature(enable = "avx2,fma")]
@@ -617,6 +677,41 @@ mod tests {
                     if r >= 4 {
                         assert_eq!(got4[r - 4].to_bits(), want, "{name} x4 nb={nb} row {r}");
                     }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn quantisation_gives_the_portable_bits() {
+        let Some(k) = kernels() else {
+            return;
+        };
+        let mut rng = rng();
+        for nb in [1, 2, 18, 48] {
+            // Random rows, rows of exact ties (multiples of d/2 with d = 1),
+            // all-zero blocks and tiny values.
+            let random: Vec<f32> = (0..nb * QK).map(|_| rng.random_range(-3f32..3.0)).collect();
+            let ties: Vec<f32> = (0..nb * QK)
+                .map(|j| {
+                    if j % QK == 0 {
+                        127.0
+                    } else {
+                        (j % 255) as f32 / 2.0 - 63.5
+                    }
+                })
+                .collect();
+            let zeros = vec![0f32; nb * QK];
+            let tiny: Vec<f32> = random.iter().map(|v| v * 1e-30).collect();
+            for x in [random, ties, zeros, tiny] {
+                let mut want = vec![BlockQ8::default(); nb];
+                let mut got = vec![BlockQ8::default(); nb];
+                quantize_row(&x, &mut want);
+                (k.quantize_q8)(&x, &mut got);
+                for (b, (g, w)) in got.iter().zip(&want).enumerate() {
+                    assert_eq!(g.qs, w.qs, "nb={nb} block {b}");
+                    assert_eq!(g.d.to_bits(), w.d.to_bits(), "nb={nb} block {b}");
+                    assert_eq!(g.s.to_bits(), w.s.to_bits(), "nb={nb} block {b}");
                 }
             }
         }

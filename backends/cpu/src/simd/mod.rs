@@ -46,6 +46,9 @@ pub type KQuantDot4 = fn(&[u8], [&[BlockQ8K]; 4]) -> [f32; 4];
 pub type HalfDot = fn(&[u8], &[f32]) -> f32;
 /// Two f32 rows.
 pub type F32Dot = fn(&[f32], &[f32]) -> f32;
+/// f32 activations (whole blocks) rounded to Q8 blocks, as
+/// [`crate::quant::quantize_row`] (bit for bit).
+pub type QuantizeQ8 = fn(&[f32], &mut [BlockQ8]);
 
 /// The dot products a backend uses; every slot has the same contract as
 /// the scalar function of the same name in [`crate::quant`].
@@ -57,6 +60,7 @@ pub type F32Dot = fn(&[f32], &[f32]) -> f32;
 #[derive(Clone, Copy)]
 pub struct Kernels {
     pub name: &'static str,
+    pub quantize_q8: QuantizeQ8,
     pub q4_0: QuantDot,
     pub q4_1: QuantDot,
     pub q8_0: QuantDot,
@@ -108,6 +112,7 @@ impl Kernels {
     pub fn scalar() -> Self {
         Kernels {
             name: "scalar",
+            quantize_q8: quant::quantize_row,
             q4_0: quant::q4_0::dot,
             q4_1: quant::q4_1::dot,
             q8_0: quant::q8_0::dot,
