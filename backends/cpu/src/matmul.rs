@@ -7,8 +7,9 @@
 //! once for eight (the 128-row prompt case). A weight row is read from memory once
 //! and served from L1 for all activation rows, as in llama.cpp.
 //!
-//! Results are written transposed (`[n, m]`: a band is one contiguous
-//! chunk) and transposed back at the end when `m > 1`. Each output value is
+//! A band's results come out weight row by weight row (`[rows, m]`) and
+//! the thread that computed them copies them into the `[m, n]` result
+//! ([`Pool::collect_column_bands`]). Each output value is
 //! computed the same way whatever the banding, so the thread count never
 //! changes a result; and the same way whatever the other activation rows
 //! (the multi-row kernels repeat the one-row kernel's arithmetic for each
@@ -90,7 +91,7 @@ pub fn matmul(pool: &Pool, k: &Kernels, x: &CpuTensor, w: &CpuWeight) -> Result<
     let work = m.saturating_mul(n).saturating_mul(kd);
     let storage = Arc::clone(&w.storage);
     let rb = w.row_bytes;
-    let out_t = match w.dtype {
+    let out = match w.dtype {
         WeightDType::F32 | WeightDType::F16 | WeightDType::BF16 => {
             let (f32_dot, half_dot) = (
                 k.f32,
@@ -101,14 +102,14 @@ pub fn matmul(pool: &Pool, k: &Kernels, x: &CpuTensor, w: &CpuWeight) -> Result<
                 },
             );
             let x = Arc::new(x.data.clone());
-            pool.collect(n * m, band * m, work, move |b, chunk| {
+            pool.collect_column_bands(m, n, band, work, move |b, chunk| {
                 for (j, o) in chunk.chunks_mut(m).enumerate() {
                     let r = b * band + j;
                     for (v, xr) in o.iter_mut().zip(x.chunks_exact(kd)) {
                         *v = match storage.as_ref() {
                             Storage::F32(wv) => f32_dot(&wv[r * kd..(r + 1) * kd], xr),
                             Storage::Blocks(bytes) => half_dot(&bytes[r * rb..(r + 1) * rb], xr),
-                            // only Q4_0 and Q4_K weights are interleaved
+                            // only quantised weights are interleaved
                             Storage::X8(_) | Storage::Q4Kx8(_) => 0.0,
                         };
                     }
@@ -138,7 +139,7 @@ pub fn matmul(pool: &Pool, k: &Kernels, x: &CpuTensor, w: &CpuWeight) -> Result<
                 band
             };
             let (x8_rows, x8_four) = (k.q4_kx8_rows, k.q4_kx8_x4);
-            pool.collect(n * m, band * m, work, move |b, chunk| {
+            pool.collect_column_bands(m, n, band, work, move |b, chunk| {
                 let first = b * band;
                 let count = chunk.len() / m;
                 let row = |i: usize| &acts[i * nb..(i + 1) * nb];
@@ -209,12 +210,12 @@ pub fn matmul(pool: &Pool, k: &Kernels, x: &CpuTensor, w: &CpuWeight) -> Result<
             } else {
                 Vec::new()
             });
-            let (x8_rows, x8_four) = if dtype == WeightDType::Q8_0 {
-                (k.q8_0x8_rows, k.q8_0x8_x4)
-            } else {
-                (k.q4_0x8_rows, k.q4_0x8_x4)
+            let (x8_rows, x8_four) = match dtype {
+                WeightDType::Q8_0 => (k.q8_0x8_rows, k.q8_0x8_x4),
+                WeightDType::Q4_1 => (k.q4_1x8_rows, k.q4_1x8_x4),
+                _ => (k.q4_0x8_rows, k.q4_0x8_x4),
             };
-            pool.collect(n * m, band * m, work, move |b, chunk| {
+            pool.collect_column_bands(m, n, band, work, move |b, chunk| {
                 let first = b * band;
                 let count = chunk.len() / m;
                 let bytes: &[u8] = match storage.as_ref() {
@@ -223,7 +224,7 @@ pub fn matmul(pool: &Pool, k: &Kernels, x: &CpuTensor, w: &CpuWeight) -> Result<
                         // Eight weight rows per activation load, one
                         // activation row (decode) or four at a time.
                         let groups = &packed[first * rb..(first + count) * rb];
-                        // (Q8_0 rows have no offset to undo: no sums.)
+                        // (Only Q4_0 rows have an offset to undo with sums.)
                         let sums_of = |i: usize| sums.get(i * nb..(i + 1) * nb).unwrap_or(&[]);
                         interleaved_rows(
                             groups,
@@ -254,15 +255,6 @@ pub fn matmul(pool: &Pool, k: &Kernels, x: &CpuTensor, w: &CpuWeight) -> Result<
             })?
         }
     };
-    if m == 1 {
-        return Ok(CpuTensor::new(1, n, out_t));
-    }
-    let mut out = vec![0f32; m * n];
-    for (r, col) in out_t.chunks_exact(m).enumerate() {
-        for (i, &v) in col.iter().enumerate() {
-            out[i * n + r] = v;
-        }
-    }
     Ok(CpuTensor::new(m, n, out))
 }
 

@@ -36,7 +36,7 @@ pub const PARALLEL_MIN_WORK: usize = 192 * 1024;
 const SPIN_FOR: Duration = Duration::from_micros(500);
 
 /// A published job: claims and computes chunks until none are left. Its
-/// real lifetime is one [`Pool::for_chunks`] call (see [`Board::retire`]).
+/// real lifetime is one [`Pool::run`] call (see [`Board::retire`]).
 type Job = &'static (dyn Fn() + Sync);
 
 /// The workers' shared state: the current job and its number.
@@ -134,7 +134,7 @@ impl Board {
     }
 }
 
-/// Retires the job when the caller leaves [`Pool::for_chunks`], also when
+/// Retires the job when the caller leaves [`Pool::run`], also when
 /// its own chunk panics, so no worker outlives what the job borrows.
 struct Retire<'a>(&'a Board);
 
@@ -144,7 +144,7 @@ impl Drop for Retire<'_> {
     }
 }
 
-/// Threads that run [`Pool::for_chunks`] jobs, polling between jobs.
+/// Threads that run [`Pool::run`] jobs, polling between jobs.
 struct Workers {
     board: Arc<Board>,
     /// One job at a time: a second caller waits for the first.
@@ -194,32 +194,6 @@ impl Drop for Workers {
     }
 }
 
-/// `out` split into `chunk_len`-sized chunks that threads take by index.
-struct Chunks {
-    ptr: *mut f32,
-    len: usize,
-    chunk_len: usize,
-}
-
-// SAFETY: `Chunks` hands out each chunk once (indices are claimed from an
-// atomic counter), so threads never share an element.
-unsafe impl Sync for Chunks {}
-
-impl Chunks {
-    /// # Safety
-    /// Each `i < count()` must be passed once, and `out` must outlive the use.
-    #[allow(clippy::mut_from_ref)]
-    unsafe fn get(&self, i: usize) -> &mut [f32] {
-        let start = i * self.chunk_len;
-        let len = self.chunk_len.min(self.len - start);
-        std::slice::from_raw_parts_mut(self.ptr.add(start), len)
-    }
-
-    fn count(&self) -> usize {
-        self.len.div_ceil(self.chunk_len)
-    }
-}
-
 pub struct Pool {
     /// `None` for one thread.
     workers: Option<Workers>,
@@ -244,43 +218,29 @@ impl Pool {
         self.threads
     }
 
-    /// Calls `f(index, chunk)` for every `chunk_len`-sized chunk of `out`,
-    /// on all threads when `work` (multiply-adds, roughly) is worth it,
-    /// otherwise on this thread. Results do not depend on which: each chunk
-    /// is computed the same way either way. Returns when every chunk is done.
-    pub fn for_chunks<F>(&self, out: &mut [f32], chunk_len: usize, work: usize, f: F) -> Result<()>
-    where
-        F: Fn(usize, &mut [f32]) + Sync,
-    {
-        let chunk_len = chunk_len.max(1);
+    /// Calls `task(i)` for every `i < count`, on all threads when `work`
+    /// (multiply-adds, roughly) is worth it, otherwise on this thread.
+    /// Returns when every task is done.
+    fn run(&self, count: usize, work: usize, task: &(dyn Fn(usize) + Sync)) -> Result<()> {
         let workers = match &self.workers {
-            Some(workers) if work >= PARALLEL_MIN_WORK && out.len() > chunk_len => workers,
+            Some(workers) if work >= PARALLEL_MIN_WORK && count > 1 => workers,
             _ => {
-                for (i, c) in out.chunks_mut(chunk_len).enumerate() {
-                    f(i, c);
-                }
+                (0..count).for_each(task);
                 return Ok(());
             }
         };
         let _one_job = workers.running.lock().unwrap_or_else(|e| e.into_inner());
         let board = &*workers.board;
-        let chunks = Chunks {
-            ptr: out.as_mut_ptr(),
-            len: out.len(),
-            chunk_len,
-        };
         let next = AtomicUsize::new(0);
         let claim = || loop {
             let i = next.fetch_add(1, Ordering::Relaxed);
-            if i >= chunks.count() {
+            if i >= count {
                 break;
             }
-            // SAFETY: `i` was claimed once; `out` outlives the job (retired
-            // before this function returns).
-            f(i, unsafe { chunks.get(i) });
+            task(i);
         };
         let job: &(dyn Fn() + Sync) = &claim;
-        // SAFETY: the job borrows `out`, `f` and locals of this call; it is
+        // SAFETY: the job borrows `task` and locals of this call; it is
         // retired (no worker inside, none can join) before they go, by
         // `retire` on the way out, including when `claim` panics here.
         let job: Job = unsafe { std::mem::transmute::<&(dyn Fn() + Sync), Job>(job) };
@@ -297,6 +257,24 @@ impl Pool {
         Ok(())
     }
 
+    /// Calls `f(index, chunk)` for every `chunk_len`-sized chunk of `out`,
+    /// on all threads when `work` is worth it (see [`Pool::run`]). Results
+    /// do not depend on which thread computes a chunk.
+    pub fn for_chunks<F>(&self, out: &mut [f32], chunk_len: usize, work: usize, f: F) -> Result<()>
+    where
+        F: Fn(usize, &mut [f32]) + Sync,
+    {
+        let out = Shared::new(out);
+        let chunk_len = chunk_len.max(1);
+        self.run(out.len.div_ceil(chunk_len), work, &|i| {
+            let start = i * chunk_len;
+            // SAFETY: chunk `i` is handed out once; chunks do not overlap.
+            f(i, unsafe {
+                out.range(start, chunk_len.min(out.len - start))
+            });
+        })
+    }
+
     /// A new `total`-long result computed by [`Pool::for_chunks`].
     pub fn collect<F>(&self, total: usize, chunk_len: usize, work: usize, f: F) -> Result<Vec<f32>>
     where
@@ -305,6 +283,72 @@ impl Pool {
         let mut out = vec![0f32; total];
         self.for_chunks(&mut out, chunk_len, work, f)?;
         Ok(out)
+    }
+
+    /// A new `[rows, cols]` result computed in bands of `band` columns:
+    /// `f(index, scratch)` fills the band's values column after column
+    /// (`scratch[j * rows + i]` is row `i` of the band's column `j`), and
+    /// the thread that computed the band copies it into place.
+    pub fn collect_column_bands<F>(
+        &self,
+        rows: usize,
+        cols: usize,
+        band: usize,
+        work: usize,
+        f: F,
+    ) -> Result<Vec<f32>>
+    where
+        F: Fn(usize, &mut [f32]) + Sync,
+    {
+        let band = band.max(1);
+        if rows == 1 {
+            return self.collect(cols, band, work, f);
+        }
+        let mut out = vec![0f32; rows * cols];
+        let shared = Shared::new(&mut out);
+        self.run(cols.div_ceil(band), work, &|b| {
+            let first = b * band;
+            let count = band.min(cols - first);
+            let mut scratch = vec![0f32; count * rows];
+            f(b, &mut scratch);
+            for i in 0..rows {
+                // SAFETY: band `b` is handed out once and alone writes
+                // columns `first..first + count` of each row.
+                let dst = unsafe { shared.range(i * cols + first, count) };
+                for (d, column) in dst.iter_mut().zip(scratch.chunks_exact(rows)) {
+                    *d = column[i];
+                }
+            }
+        })?;
+        Ok(out)
+    }
+}
+
+/// A mutable slice that tasks write in disjoint ranges.
+struct Shared {
+    ptr: *mut f32,
+    len: usize,
+}
+
+// SAFETY: every user hands each range to one task only (see the callers),
+// so threads never share an element.
+unsafe impl Sync for Shared {}
+
+impl Shared {
+    fn new(out: &mut [f32]) -> Self {
+        Shared {
+            ptr: out.as_mut_ptr(),
+            len: out.len(),
+        }
+    }
+
+    /// # Safety
+    /// No two live ranges may overlap, and the slice `new` got must outlive
+    /// the range.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn range(&self, start: usize, len: usize) -> &mut [f32] {
+        assert!(start + len <= self.len, "range past the end");
+        std::slice::from_raw_parts_mut(self.ptr.add(start), len)
     }
 }
 
@@ -325,6 +369,26 @@ mod tests {
                 .expect("job");
             let want: Vec<f32> = (0..total).map(|v| v as f32).collect();
             assert_eq!(out, want, "total {total}");
+        }
+    }
+
+    #[test]
+    fn column_bands_land_in_place() {
+        let pool = Pool::new(Some(2)).expect("pool");
+        for (rows, cols, band) in [(1, 10, 3), (3, 10, 3), (8, 64, 5), (5, 7, 7)] {
+            let out = pool
+                .collect_column_bands(rows, cols, band, usize::MAX, |b, scratch| {
+                    for (j, column) in scratch.chunks_exact_mut(rows).enumerate() {
+                        for (i, v) in column.iter_mut().enumerate() {
+                            *v = (i * 1000 + b * band + j) as f32;
+                        }
+                    }
+                })
+                .expect("job");
+            let want: Vec<f32> = (0..rows * cols)
+                .map(|at| ((at / cols) * 1000 + at % cols) as f32)
+                .collect();
+            assert_eq!(out, want, "{rows}x{cols} in bands of {band}");
         }
     }
 

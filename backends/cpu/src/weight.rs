@@ -12,8 +12,8 @@ pub enum Storage {
     F32(Vec<f32>),
     /// Any other type: the GGUF bytes, rows of whole blocks.
     Blocks(Vec<u8>),
-    /// Q4_0 and Q8_0 matrices with a multiple of 8 rows, interleaved in
-    /// groups of eight (see [`x8`]).
+    /// Q4_0, Q4_1 and Q8_0 matrices with a multiple of 8 rows, interleaved
+    /// in groups of eight (see [`x8`]).
     X8(Vec<u8>),
     /// Q4_K matrices likewise (see [`q4_kx8`]).
     Q4Kx8(Vec<u8>),
@@ -45,8 +45,8 @@ impl CpuWeight {
         let row_bytes = w.data.len() / rows.max(1);
         // Matrices of whole groups of eight rows are interleaved for decode.
         let groups = w.shape.len() == 2 && rows >= 8 && rows.is_multiple_of(8);
-        let storage = if groups && matches!(w.dtype, WeightDType::Q4_0 | WeightDType::Q8_0) {
-            Storage::X8(x8::pack(w.data, rows, cols / QK, w.dtype.block_bytes()))
+        let storage = if let Some(format) = x8::format(w.dtype).filter(|_| groups) {
+            Storage::X8(x8::pack(w.data, rows, cols / QK, format))
         } else if groups && w.dtype == WeightDType::Q4K {
             Storage::Q4Kx8(q4_kx8::pack(w.data, rows, cols / QK_K))
         } else if w.dtype == WeightDType::F32 {
@@ -83,8 +83,11 @@ impl CpuWeight {
             Storage::X8(packed) => {
                 let group_bytes = x8::ROWS * self.row_bytes;
                 let group = &packed[r / x8::ROWS * group_bytes..][..group_bytes];
+                let format = x8::format(self.dtype).ok_or_else(|| {
+                    BackendError::Other(format!("{} rows are never interleaved", self.dtype))
+                })?;
                 let mut bytes = vec![0u8; self.row_bytes];
-                x8::unpack_row(group, r % x8::ROWS, self.dtype.block_bytes(), &mut bytes);
+                x8::unpack_row(group, r % x8::ROWS, format, &mut bytes);
                 self.dequantize_bytes(&bytes, out)?;
             }
             Storage::Q4Kx8(packed) => {

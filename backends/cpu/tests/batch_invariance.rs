@@ -3,7 +3,7 @@
 //! bit what that activation row gives alone (decode, `m = 1`), whatever
 //! else is in the batch and wherever the row sits in it. Checked for every
 //! weight type, both kernel sets and one or two threads; the shapes cover
-//! interleaved groups of eight rows (`n` a multiple of 8: Q4_0, Q8_0 and
+//! interleaved groups of eight rows (`n` a multiple of 8: Q4_0, Q4_1, Q8_0 and
 //! Q4_K), plain rows (`n = 37`), bands, the four- and eight-row prompt
 //! kernels and their remainders.
 

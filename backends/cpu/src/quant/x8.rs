@@ -1,48 +1,101 @@
-//! Rows of a 32-value block type (Q4_0, Q8_0) interleaved in groups of
-//! eight, for decode and prompts (after llama.cpp's CPU "repack"): one
+//! Rows of a 32-value block type (Q4_0, Q4_1, Q8_0) interleaved in groups
+//! of eight, for decode and prompts (after llama.cpp's CPU "repack"): one
 //! activation block and its scale serve eight weight rows at once, and the
 //! eight row scales convert in one instruction.
 //!
 //! A group of 8 rows of `nb` blocks is `nb` group blocks of
-//! [`group_block`] bytes: the 8 rows' f16 scales, then chunks of 32 bytes
-//! where chunk `c` holds bytes `4c..4c + 4` of each row's data bytes (16
-//! nibble bytes for Q4_0: element `j` low, `j + 16` high; 32 i8 for Q8_0),
+//! [`group_block`] bytes: for each f16 at the front of a block (`d`; `d`
+//! then `m` for Q4_1), the 8 rows' values; then chunks of 32 bytes where
+//! chunk `c` holds bytes `4c..4c + 4` of each row's data bytes (16 nibble
+//! bytes for Q4_0/Q4_1: element `j` low, `j + 16` high; 32 i8 for Q8_0),
 //! row after row.
 //!
 //! Q4_0 products use the unsigned nibbles: `Σ (q - 8) y = Σ q y - 8 Σ y`,
-//! with `Σ y` of each activation block computed once per product.
+//! with `Σ y` of each activation block computed once per product. Q4_1
+//! products are `d_w d_x Σ q y + m_w s_x` (`s_x = d_x Σ y`, carried by the
+//! activation block).
 
-use super::{f16_at, q4_0, q8_0, BlockQ8};
+use rbees_core::WeightDType;
+
+use super::{f16_at, q4_0, q4_1, q8_0, BlockQ8};
 
 /// Rows per group.
 pub const ROWS: usize = 8;
+
+/// A block type as the layout sees it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Format {
+    /// Bytes of one block.
+    pub block_bytes: usize,
+    /// f16 values at the front of a block (the rest are data bytes).
+    pub halves: usize,
+}
+
+pub const Q4_0: Format = Format {
+    block_bytes: q4_0::BLOCK_BYTES,
+    halves: 1,
+};
+pub const Q4_1: Format = Format {
+    block_bytes: q4_1::BLOCK_BYTES,
+    halves: 2,
+};
+pub const Q8_0: Format = Format {
+    block_bytes: q8_0::BLOCK_BYTES,
+    halves: 1,
+};
+
+/// The layout of `dtype`, if its matrices are interleaved.
+pub fn format(dtype: WeightDType) -> Option<Format> {
+    match dtype {
+        WeightDType::Q4_0 => Some(Q4_0),
+        WeightDType::Q4_1 => Some(Q4_1),
+        WeightDType::Q8_0 => Some(Q8_0),
+        _ => None,
+    }
+}
 
 /// Bytes of one block of a group of a type with `block_bytes`-byte blocks.
 pub const fn group_block(block_bytes: usize) -> usize {
     ROWS * block_bytes
 }
 
-/// Offset of row `r`'s bytes of chunk `c` in a group block.
-const fn chunk_at(c: usize, r: usize) -> usize {
-    2 * ROWS + 32 * c + 4 * r
+impl Format {
+    /// Offset of row `r`'s bytes of chunk `c` in a group block.
+    const fn chunk_at(self, c: usize, r: usize) -> usize {
+        2 * ROWS * self.halves + 32 * c + 4 * r
+    }
+
+    /// Offset of row `r`'s f16 number `h` in a group block.
+    const fn half_at(self, h: usize, r: usize) -> usize {
+        2 * (ROWS * h + r)
+    }
+
+    /// 4-byte chunks of data in a block.
+    const fn chunks(self) -> usize {
+        (self.block_bytes - 2 * self.halves) / 4
+    }
 }
 
-/// Interleaves `rows` (a multiple of 8) row-major rows of `nb` blocks of
-/// `block_bytes` bytes (an f16 scale, then the data).
-pub fn pack(data: &[u8], rows: usize, nb: usize, block_bytes: usize) -> Vec<u8> {
-    let row_bytes = nb * block_bytes;
-    let chunks = (block_bytes - 2) / 4;
+/// Interleaves `rows` (a multiple of 8) row-major rows of `nb` blocks.
+pub fn pack(data: &[u8], rows: usize, nb: usize, f: Format) -> Vec<u8> {
+    let row_bytes = nb * f.block_bytes;
     let mut out = vec![0u8; rows * row_bytes];
     for (g, group) in out
-        .chunks_exact_mut(nb * group_block(block_bytes))
+        .chunks_exact_mut(nb * group_block(f.block_bytes))
         .enumerate()
     {
-        for (i, gb) in group.chunks_exact_mut(group_block(block_bytes)).enumerate() {
+        for (i, gb) in group
+            .chunks_exact_mut(group_block(f.block_bytes))
+            .enumerate()
+        {
             for r in 0..ROWS {
-                let b = &data[(g * ROWS + r) * row_bytes + i * block_bytes..][..block_bytes];
-                gb[2 * r..2 * r + 2].copy_from_slice(&b[..2]);
-                for c in 0..chunks {
-                    gb[chunk_at(c, r)..][..4].copy_from_slice(&b[2 + 4 * c..2 + 4 * c + 4]);
+                let b = &data[(g * ROWS + r) * row_bytes + i * f.block_bytes..][..f.block_bytes];
+                for h in 0..f.halves {
+                    gb[f.half_at(h, r)..][..2].copy_from_slice(&b[2 * h..2 * h + 2]);
+                }
+                let body = &b[2 * f.halves..];
+                for c in 0..f.chunks() {
+                    gb[f.chunk_at(c, r)..][..4].copy_from_slice(&body[4 * c..4 * c + 4]);
                 }
             }
         }
@@ -51,15 +104,17 @@ pub fn pack(data: &[u8], rows: usize, nb: usize, block_bytes: usize) -> Vec<u8> 
 }
 
 /// Row `r` (of the group that `group` holds) back in plain blocks.
-pub fn unpack_row(group: &[u8], r: usize, block_bytes: usize, out: &mut [u8]) {
-    let chunks = (block_bytes - 2) / 4;
+pub fn unpack_row(group: &[u8], r: usize, f: Format, out: &mut [u8]) {
     for (gb, b) in group
-        .chunks_exact(group_block(block_bytes))
-        .zip(out.chunks_exact_mut(block_bytes))
+        .chunks_exact(group_block(f.block_bytes))
+        .zip(out.chunks_exact_mut(f.block_bytes))
     {
-        b[..2].copy_from_slice(&gb[2 * r..2 * r + 2]);
-        for c in 0..chunks {
-            b[2 + 4 * c..2 + 4 * c + 4].copy_from_slice(&gb[chunk_at(c, r)..][..4]);
+        for h in 0..f.halves {
+            b[2 * h..2 * h + 2].copy_from_slice(&gb[f.half_at(h, r)..][..2]);
+        }
+        let body = &mut b[2 * f.halves..];
+        for c in 0..f.chunks() {
+            body[4 * c..4 * c + 4].copy_from_slice(&gb[f.chunk_at(c, r)..][..4]);
         }
     }
 }
@@ -79,16 +134,41 @@ pub fn dot_group_q4_0(group: &[u8], x: &[BlockQ8], sums: &[i32]) -> [f32; ROWS] 
     let gb_len = group_block(q4_0::BLOCK_BYTES);
     for ((gb, y), &ysum) in group.chunks_exact(gb_len).zip(x).zip(sums) {
         for (r, a) in acc.iter_mut().enumerate() {
-            let mut sumi = 0i32;
-            for c in 0..4 {
-                for k in 0..4 {
-                    let q = gb[chunk_at(c, r) + k];
-                    let j = 4 * c + k;
-                    sumi += i32::from(q & 0x0F) * i32::from(y.qs[j])
-                        + i32::from(q >> 4) * i32::from(y.qs[j + 16]);
-                }
-            }
-            *a += f16_at(gb, 2 * r) * y.d * (sumi - 8 * ysum) as f32;
+            let sumi = nibble_sum(Q4_0, gb, r, y);
+            *a += f16_at(gb, Q4_0.half_at(0, r)) * y.d * (sumi - 8 * ysum) as f32;
+        }
+    }
+    acc
+}
+
+/// `Σ q y` of row `r`'s nibbles in a Q4_0 or Q4_1 group block.
+fn nibble_sum(f: Format, gb: &[u8], r: usize, y: &BlockQ8) -> i32 {
+    let mut sumi = 0i32;
+    for c in 0..4 {
+        for k in 0..4 {
+            let q = gb[f.chunk_at(c, r) + k];
+            let j = 4 * c + k;
+            sumi += i32::from(q & 0x0F) * i32::from(y.qs[j])
+                + i32::from(q >> 4) * i32::from(y.qs[j + 16]);
+        }
+    }
+    sumi
+}
+
+/// Eight interleaved Q4_1 rows against Q8_1 activations (portable version
+/// of the SIMD kernel: `d_w d_x Σ q y`, then `m_w s_x`, added per block).
+pub fn dot_group_q4_1(group: &[u8], x: &[BlockQ8]) -> [f32; ROWS] {
+    let mut acc = [0f32; ROWS];
+    let gb_len = group_block(q4_1::BLOCK_BYTES);
+    for (gb, y) in group.chunks_exact(gb_len).zip(x) {
+        for (r, a) in acc.iter_mut().enumerate() {
+            let sumi = nibble_sum(Q4_1, gb, r, y);
+            let (d, m) = (
+                f16_at(gb, Q4_1.half_at(0, r)),
+                f16_at(gb, Q4_1.half_at(1, r)),
+            );
+            *a += d * y.d * sumi as f32;
+            *a += m * y.s;
         }
     }
     acc
@@ -103,11 +183,11 @@ pub fn dot_group_q8_0(group: &[u8], x: &[BlockQ8]) -> [f32; ROWS] {
             let mut sumi = 0i32;
             for c in 0..8 {
                 for k in 0..4 {
-                    let q = gb[chunk_at(c, r) + k] as i8;
+                    let q = gb[Q8_0.chunk_at(c, r) + k] as i8;
                     sumi += i32::from(q) * i32::from(y.qs[4 * c + k]);
                 }
             }
-            *a += f16_at(gb, 2 * r) * y.d * sumi as f32;
+            *a += f16_at(gb, Q8_0.half_at(0, r)) * y.d * sumi as f32;
         }
     }
     acc
@@ -128,7 +208,7 @@ mod tests {
             let d = half::f16::from_f32(0.01 + f32::from(b[5]) * 1e-4);
             b[..2].copy_from_slice(&d.to_le_bytes());
         }
-        let packed = pack(&data, 16, nb, q4_0::BLOCK_BYTES);
+        let packed = pack(&data, 16, nb, Q4_0);
         let x: Vec<f32> = (0..nb * QK)
             .map(|i| ((i * 7 % 13) as f32 - 6.0) / 3.0)
             .collect();
@@ -143,7 +223,7 @@ mod tests {
             let got = dot_group_q4_0(group, &q, &sums);
             for r in 0..ROWS {
                 let plain = &data[(g * ROWS + r) * row_bytes..][..row_bytes];
-                unpack_row(group, r, q4_0::BLOCK_BYTES, &mut row);
+                unpack_row(group, r, Q4_0, &mut row);
                 assert_eq!(row, plain, "group {g} row {r}");
                 let want = q4_0::dot(plain, &q);
                 assert!(
@@ -167,7 +247,7 @@ mod tests {
                 *q = (*q as i8).max(-127) as u8;
             }
         }
-        let packed = pack(&data, 8, nb, q8_0::BLOCK_BYTES);
+        let packed = pack(&data, 8, nb, Q8_0);
         let x: Vec<f32> = (0..nb * QK)
             .map(|i| ((i * 5 % 17) as f32 - 8.0) / 2.0)
             .collect();
@@ -177,7 +257,7 @@ mod tests {
         let mut row = vec![0u8; row_bytes];
         for r in 0..ROWS {
             let plain = &data[r * row_bytes..][..row_bytes];
-            unpack_row(&packed, r, q8_0::BLOCK_BYTES, &mut row);
+            unpack_row(&packed, r, Q8_0, &mut row);
             assert_eq!(row, plain, "row {r}");
             let want = q8_0::dot(plain, &q);
             assert!(
@@ -185,6 +265,43 @@ mod tests {
                 "{} vs {want}",
                 got[r]
             );
+        }
+    }
+
+    #[test]
+    fn q4_1_packing_round_trips_and_products_match_the_plain_rows() {
+        let nb = 3;
+        let row_bytes = nb * q4_1::BLOCK_BYTES;
+        let mut data: Vec<u8> = (0..16 * row_bytes).map(|i| (i * 41 % 249) as u8).collect();
+        for b in data.chunks_exact_mut(q4_1::BLOCK_BYTES) {
+            let d = half::f16::from_f32(0.01 + f32::from(b[5]) * 1e-4);
+            let m = half::f16::from_f32(-0.1 + f32::from(b[7]) * 1e-4);
+            b[..2].copy_from_slice(&d.to_le_bytes());
+            b[2..4].copy_from_slice(&m.to_le_bytes());
+        }
+        let packed = pack(&data, 16, nb, Q4_1);
+        let x: Vec<f32> = (0..nb * QK)
+            .map(|i| ((i * 7 % 13) as f32 - 5.0) / 3.0)
+            .collect();
+        let mut q = vec![BlockQ8::default(); nb];
+        quantize_row(&x, &mut q);
+        let mut row = vec![0u8; row_bytes];
+        for (g, group) in packed
+            .chunks_exact(nb * group_block(q4_1::BLOCK_BYTES))
+            .enumerate()
+        {
+            let got = dot_group_q4_1(group, &q);
+            for r in 0..ROWS {
+                let plain = &data[(g * ROWS + r) * row_bytes..][..row_bytes];
+                unpack_row(group, r, Q4_1, &mut row);
+                assert_eq!(row, plain, "group {g} row {r}");
+                let want = q4_1::dot(plain, &q);
+                assert!(
+                    (got[r] - want).abs() <= 1e-4 * (1.0 + want.abs()),
+                    "{} vs {want}",
+                    got[r]
+                );
+            }
         }
     }
 }

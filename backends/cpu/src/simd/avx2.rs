@@ -38,6 +38,8 @@ pub fn kernels() -> Option<Kernels> {
         q4_0x8_rows: super::avx2_x8::rows_q4_0x8,
         q4_kx8_rows: super::avx2_x8::rows_q4_kx8,
         q4_0x8_x4: super::avx2_x8::group4_q4_0x8,
+        q4_1x8_rows: super::avx2_x8::rows_q4_1x8,
+        q4_1x8_x4: super::avx2_x8::group4_q4_1x8,
         q8_0x8_rows: super::avx2_x8::rows_q8_0x8,
         q8_0x8_x4: super::avx2_x8::group4_q8_0x8,
         q4_kx8_x4: super::avx2_x8::group4_q4_kx8,

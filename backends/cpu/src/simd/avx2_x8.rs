@@ -1,4 +1,4 @@
-//! AVX2 kernels for Q4_0, Q8_0 and Q4_K rows interleaved in groups of eight (see
+//! AVX2 kernels for Q4_0, Q4_1, Q8_0 and Q4_K rows interleaved in groups of eight (see
 //! [`crate::quant::x8`], [`crate::quant::q4_kx8`]): each 32-bit lane
 //! carries one weight row, so one broadcast of four activation bytes feeds
 //! eight rows; against one activation row (decode) or four (prompts, the
@@ -13,10 +13,11 @@ use std::arch::x86_64::*;
 
 use super::avx2::dot_u8_i8_acc;
 use crate::quant::x8::{group_block, ROWS};
-use crate::quant::{q4_0, q4_kx8, q8_0, BlockQ8, BlockQ8K};
+use crate::quant::{q4_0, q4_1, q4_kx8, q8_0, BlockQ8, BlockQ8K};
 
-/// Bytes of a group block of interleaved Q4_0 and Q8_0 rows.
+/// Bytes of a group block of interleaved Q4_0, Q4_1 and Q8_0 rows.
 const Q4_0_GROUP: usize = group_block(q4_0::BLOCK_BYTES);
+const Q4_1_GROUP: usize = group_block(q4_1::BLOCK_BYTES);
 const Q8_0_GROUP: usize = group_block(q8_0::BLOCK_BYTES);
 
 /// Groups of eight rows (`x.len()` group blocks each) against one row of
@@ -79,33 +80,113 @@ unsafe fn group_q4_0<const R: usize>(
     sums: [*const i32; R],
     nb: usize,
 ) -> [__m256; R] {
-    let m4 = _mm256_set1_epi8(0x0F);
     let mut acc = [_mm256_setzero_ps(); R];
     for i in 0..nb {
         let b = w.add(i * Q4_0_GROUP);
         let d_w = _mm256_cvtph_ps(_mm_loadu_si128(b as *const __m128i));
-        let mut lo = [_mm256_setzero_si256(); 4];
-        let mut hi = [_mm256_setzero_si256(); 4];
-        for c in 0..4 {
-            let v = _mm256_loadu_si256(b.add(2 * ROWS + 32 * c) as *const __m256i);
-            lo[c] = _mm256_and_si256(v, m4);
-            hi[c] = _mm256_and_si256(_mm256_srli_epi16::<4>(v), m4);
-        }
+        let (lo, hi) = nibble_chunks(b.add(2 * ROWS));
         for r in 0..R {
             let y = &*x[r].add(i);
-            let yq = y.qs.as_ptr();
-            let mut s = _mm256_setzero_si256();
-            for c in 0..4 {
-                let y_lo = _mm256_set1_epi32(std::ptr::read_unaligned(yq.add(4 * c) as *const i32));
-                let y_hi =
-                    _mm256_set1_epi32(std::ptr::read_unaligned(yq.add(16 + 4 * c) as *const i32));
-                s = dot_u8_i8_acc(s, lo[c], y_lo);
-                s = dot_u8_i8_acc(s, hi[c], y_hi);
-            }
+            let s = nibble_dot(&lo, &hi, y.qs.as_ptr());
             // Σ (q - 8) y = Σ q y - 8 Σ y.
             let corr = _mm256_set1_epi32(8 * *sums[r].add(i));
             let d = _mm256_mul_ps(d_w, _mm256_set1_ps(y.d));
             acc[r] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(_mm256_sub_epi32(s, corr)), acc[r]);
+        }
+    }
+    acc
+}
+
+/// The low and high nibbles of a Q4 group block's four 32-byte chunks
+/// (at `at`): eight weight rows' 32 elements, one row per 32-bit lane.
+///
+/// # Safety
+/// AVX2 must be available; `at` must point to 128 readable bytes.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn nibble_chunks(at: *const u8) -> ([__m256i; 4], [__m256i; 4]) {
+    let m4 = _mm256_set1_epi8(0x0F);
+    let mut lo = [_mm256_setzero_si256(); 4];
+    let mut hi = [_mm256_setzero_si256(); 4];
+    for c in 0..4 {
+        let v = _mm256_loadu_si256(at.add(32 * c) as *const __m256i);
+        lo[c] = _mm256_and_si256(v, m4);
+        hi[c] = _mm256_and_si256(_mm256_srli_epi16::<4>(v), m4);
+    }
+    (lo, hi)
+}
+
+/// `Σ q y` of the eight rows (one per lane) whose nibbles are `lo`/`hi`,
+/// against activation bytes `yq`: exact integers.
+///
+/// # Safety
+/// AVX2 must be available; `yq` must point to 32 readable bytes.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn nibble_dot(lo: &[__m256i; 4], hi: &[__m256i; 4], yq: *const i8) -> __m256i {
+    let mut s = _mm256_setzero_si256();
+    for c in 0..4 {
+        let y_lo = _mm256_set1_epi32(std::ptr::read_unaligned(yq.add(4 * c) as *const i32));
+        let y_hi = _mm256_set1_epi32(std::ptr::read_unaligned(yq.add(16 + 4 * c) as *const i32));
+        s = dot_u8_i8_acc(s, lo[c], y_lo);
+        s = dot_u8_i8_acc(s, hi[c], y_hi);
+    }
+    s
+}
+
+/// Groups of eight interleaved Q4_1 rows against one row of Q8_1
+/// activations (`sums` unused: `s` of each activation block carries them).
+pub fn rows_q4_1x8(w: &[u8], x: &[BlockQ8], _sums: &[i32], out: &mut [f32]) {
+    let nb = x.len();
+    let group_bytes = nb * Q4_1_GROUP;
+    for (o, g) in out
+        .chunks_exact_mut(ROWS)
+        .zip(w.chunks_exact(group_bytes.max(1)))
+    {
+        // SAFETY: as in `rows_q4_0x8`.
+        unsafe {
+            let [acc] = group_q4_1::<1>(g.as_ptr(), [x.as_ptr()], nb);
+            _mm256_storeu_ps(o.as_mut_ptr(), acc);
+        }
+    }
+}
+
+/// One group of eight Q4_1 rows against four activation rows (prompts).
+pub fn group4_q4_1x8(group: &[u8], x: [&[BlockQ8]; 4], _sums: [&[i32]; 4]) -> [[f32; 8]; 4] {
+    let nb = x
+        .iter()
+        .map(|x| x.len())
+        .fold(group.len() / Q4_1_GROUP, usize::min);
+    // SAFETY: as in `rows_q4_0x8`, for each of the four rows.
+    let acc = unsafe { group_q4_1::<4>(group.as_ptr(), x.map(|r| r.as_ptr()), nb) };
+    acc.map(store8)
+}
+
+/// One Q4_1 group (eight weight rows, one per lane) against `R` activation
+/// rows: per block, `d_w d_x Σ q y` then `m_w s_x` into the row's lanes.
+///
+/// # Safety
+/// AVX2/FMA/F16C must be available; `w` must hold `nb` group blocks and
+/// each `x[r]` `nb` blocks.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn group_q4_1<const R: usize>(
+    w: *const u8,
+    x: [*const BlockQ8; R],
+    nb: usize,
+) -> [__m256; R] {
+    let mut acc = [_mm256_setzero_ps(); R];
+    for i in 0..nb {
+        let b = w.add(i * Q4_1_GROUP);
+        let d_w = _mm256_cvtph_ps(_mm_loadu_si128(b as *const __m128i));
+        let m_w = _mm256_cvtph_ps(_mm_loadu_si128(b.add(2 * ROWS) as *const __m128i));
+        let (lo, hi) = nibble_chunks(b.add(4 * ROWS));
+        for r in 0..R {
+            let y = &*x[r].add(i);
+            let s = nibble_dot(&lo, &hi, y.qs.as_ptr());
+            let d = _mm256_mul_ps(d_w, _mm256_set1_ps(y.d));
+            acc[r] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(s), acc[r]);
+            acc[r] = _mm256_fmadd_ps(m_w, _mm256_set1_ps(y.s), acc[r]);
         }
     }
     acc
@@ -355,7 +436,7 @@ mod tests {
                 *q = (*q as i8).max(-127) as u8;
             }
         }
-        let packed = x8::pack(&data, rows, nb, q8_0::BLOCK_BYTES);
+        let packed = x8::pack(&data, rows, nb, x8::Q8_0);
         let xf: Vec<f32> = (0..nb * QK).map(|_| rng.random_range(-3f32..3.0)).collect();
         let mut x = vec![BlockQ8::default(); nb];
         quantize_row(&xf, &mut x);
@@ -395,7 +476,7 @@ mod tests {
             let d = half::f16::from_f32(rng.random_range(0.001f32..0.05));
             b[..2].copy_from_slice(&d.to_le_bytes());
         }
-        let packed = x8::pack(&data, rows, nb, q4_0::BLOCK_BYTES);
+        let packed = x8::pack(&data, rows, nb, x8::Q4_0);
         let xf: Vec<f32> = (0..nb * QK).map(|_| rng.random_range(-3f32..3.0)).collect();
         let mut x = vec![BlockQ8::default(); nb];
         quantize_row(&xf, &mut x);
@@ -416,6 +497,54 @@ mod tests {
                     (a - b).abs() <= 1e-5 * (1.0 + b.abs()),
                     "group {g} row {r}: {a} vs {b}"
                 );
+            }
+        }
+    }
+
+    #[test]
+    fn q4_1_groups_equal_the_portable_group_product() {
+        if !(is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+            && is_x86_feature_detected!("f16c"))
+        {
+            return;
+        }
+        let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+        let (rows, nb) = (24, 5);
+        let mut data: Vec<u8> = (0..rows * nb * q4_1::BLOCK_BYTES)
+            .map(|_| rng.random())
+            .collect();
+        for b in data.chunks_exact_mut(q4_1::BLOCK_BYTES) {
+            let d = half::f16::from_f32(rng.random_range(0.001f32..0.05));
+            let m = half::f16::from_f32(rng.random_range(-0.2f32..0.0));
+            b[..2].copy_from_slice(&d.to_le_bytes());
+            b[2..4].copy_from_slice(&m.to_le_bytes());
+        }
+        let packed = x8::pack(&data, rows, nb, x8::Q4_1);
+        let rows_x: Vec<Vec<BlockQ8>> = (0..4)
+            .map(|_| {
+                let xf: Vec<f32> = (0..nb * QK).map(|_| rng.random_range(-3f32..3.0)).collect();
+                let mut x = vec![BlockQ8::default(); nb];
+                quantize_row(&xf, &mut x);
+                x
+            })
+            .collect();
+        let group = &packed[..nb * Q4_1_GROUP];
+        let four = group4_q4_1x8(group, std::array::from_fn(|r| &rows_x[r][..]), [&[][..]; 4]);
+        for (r, x) in rows_x.iter().enumerate() {
+            let mut got = vec![0f32; rows];
+            rows_q4_1x8(&packed, x, &[], &mut got);
+            // A row's values do not depend on the rows beside it.
+            assert_eq!(four[r][..], got[..ROWS], "activation row {r}");
+            for (g, group) in packed.chunks_exact(nb * Q4_1_GROUP).enumerate() {
+                let want = x8::dot_group_q4_1(group, x);
+                for lane in 0..ROWS {
+                    let (a, b) = (got[ROWS * g + lane], want[lane]);
+                    assert!(
+                        (a - b).abs() <= 1e-5 * (1.0 + b.abs()),
+                        "group {g} row {lane}: {a} vs {b}"
+                    );
+                }
             }
         }
     }

@@ -22,14 +22,14 @@ pub type QuantRows = fn(&[u8], usize, &[BlockQ8], &mut [f32]);
 pub type QuantDot4 = fn(&[u8], &Q8x4<'_>) -> [f32; 4];
 /// One row of quantised weight bytes against two groups of four rows.
 pub type QuantDot8 = fn(&[u8], &Q8x4<'_>, &Q8x4<'_>) -> [f32; 8];
-/// Groups of eight interleaved Q4_0 or Q8_0 rows (see [`crate::quant::x8`])
-/// against one row of Q8_0 activations and their block sums (which only
-/// Q4_0 uses); eight results per group (decode).
+/// Groups of eight interleaved Q4_0, Q4_1 or Q8_0 rows (see
+/// [`crate::quant::x8`]) against one row of Q8 activations and their block
+/// sums (which only Q4_0 uses); eight results per group (decode).
 pub type X8Rows = fn(&[u8], &[BlockQ8], &[i32], &mut [f32]);
 /// Groups of eight interleaved Q4_K rows (see [`crate::quant::q4_kx8`])
 /// against one row of Q8_K activations; eight results per group (decode).
 pub type Q4Kx8Rows = fn(&[u8], &[BlockQ8K], &mut [f32]);
-/// One group of eight interleaved Q4_0 or Q8_0 rows against four
+/// One group of eight interleaved Q4_0, Q4_1 or Q8_0 rows against four
 /// activation rows and their block sums (prompts): eight results per
 /// activation row.
 pub type X8Four = fn(&[u8], [&[BlockQ8]; 4], [&[i32]; 4]) -> [[f32; 8]; 4];
@@ -74,9 +74,11 @@ pub struct Kernels {
     pub q4_1_x4: QuantDot4,
     pub q8_0_x4: QuantDot4,
     pub q4_0x8_rows: X8Rows,
+    pub q4_1x8_rows: X8Rows,
     pub q8_0x8_rows: X8Rows,
     pub q4_kx8_rows: Q4Kx8Rows,
     pub q4_0x8_x4: X8Four,
+    pub q4_1x8_x4: X8Four,
     pub q8_0x8_x4: X8Four,
     pub q4_kx8_x4: Q4Kx8Four,
     pub q5_0: QuantDot,
@@ -129,6 +131,10 @@ impl Kernels {
                 let group_bytes = x.len() * x8::group_block(quant::q4_0::BLOCK_BYTES);
                 each_group(w, group_bytes, out, |g| x8::dot_group_q4_0(g, x, sums));
             },
+            q4_1x8_rows: |w, x, _, out| {
+                let group_bytes = x.len() * x8::group_block(quant::q4_1::BLOCK_BYTES);
+                each_group(w, group_bytes, out, |g| x8::dot_group_q4_1(g, x));
+            },
             q8_0x8_rows: |w, x, _, out| {
                 let group_bytes = x.len() * x8::group_block(quant::q8_0::BLOCK_BYTES);
                 each_group(w, group_bytes, out, |g| x8::dot_group_q8_0(g, x));
@@ -138,6 +144,7 @@ impl Kernels {
                 each_group(w, group_bytes, out, |g| quant::q4_kx8::dot_group(g, x));
             },
             q4_0x8_x4: |g, x, sums| [0, 1, 2, 3].map(|r| x8::dot_group_q4_0(g, x[r], sums[r])),
+            q4_1x8_x4: |g, x, _| x.map(|x| x8::dot_group_q4_1(g, x)),
             q8_0x8_x4: |g, x, _| x.map(|x| x8::dot_group_q8_0(g, x)),
             q4_kx8_x4: |g, x| x.map(|x| quant::q4_kx8::dot_group(g, x)),
             q5_0: quant::q5_0::dot,
