@@ -119,19 +119,35 @@ unsafe fn nibble_chunks(at: *const u8) -> ([__m256i; 4], [__m256i; 4]) {
 /// `Σ q y` of the eight rows (one per lane) whose nibbles are `lo`/`hi`,
 /// against activation bytes `yq`: exact integers.
 ///
+/// Without VNNI, the eight `maddubs` products are summed in i16 and widened
+/// once (one `madd` instead of eight): a pair sum is at most 2 · 15 · 127 =
+/// 3810, eight of them 30480, below i16's 32767 (Q8 activations are within
+/// ±127).
+///
 /// # Safety
 /// AVX2 must be available; `yq` must point to 32 readable bytes.
 #[inline]
 #[target_feature(enable = "avx2")]
 unsafe fn nibble_dot(lo: &[__m256i; 4], hi: &[__m256i; 4], yq: *const i8) -> __m256i {
-    let mut s = _mm256_setzero_si256();
-    for c in 0..4 {
-        let y_lo = _mm256_set1_epi32(std::ptr::read_unaligned(yq.add(4 * c) as *const i32));
-        let y_hi = _mm256_set1_epi32(std::ptr::read_unaligned(yq.add(16 + 4 * c) as *const i32));
-        s = dot_u8_i8_acc(s, lo[c], y_lo);
-        s = dot_u8_i8_acc(s, hi[c], y_hi);
+    let y = |at: usize| _mm256_set1_epi32(std::ptr::read_unaligned(yq.add(at) as *const i32));
+    #[cfg(not(all(target_feature = "avx512vnni", target_feature = "avx512vl")))]
+    {
+        let mut s16 = _mm256_setzero_si256();
+        for c in 0..4 {
+            s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(lo[c], y(4 * c)));
+            s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(hi[c], y(16 + 4 * c)));
+        }
+        _mm256_madd_epi16(s16, _mm256_set1_epi16(1))
     }
-    s
+    #[cfg(all(target_feature = "avx512vnni", target_feature = "avx512vl"))]
+    {
+        let mut s = _mm256_setzero_si256();
+        for c in 0..4 {
+            s = dot_u8_i8_acc(s, lo[c], y(4 * c));
+            s = dot_u8_i8_acc(s, hi[c], y(16 + 4 * c));
+        }
+        s
+    }
 }
 
 /// Groups of eight interleaved Q4_1 rows against one row of Q8_1
