@@ -17,11 +17,9 @@
 //! alone: with continuous batching, a sequence's results do not depend on
 //! the sequences it shares a forward pass with.
 
-use std::sync::Arc;
-
 use rbees_core::{BackendError, Result, WeightDType};
 
-use crate::pool::Pool;
+use crate::pool::{BandOut, Pool};
 use crate::quant::{interleave_scales, q4_kx8, q8_k, x8, BlockQ8, BlockQ8K, Q8x4, Scales4};
 use crate::quant::{QK, QK_K};
 use crate::simd::{KQuantDot, KQuantDot4, KQuantRows, Kernels};
@@ -89,30 +87,28 @@ pub fn matmul(pool: &Pool, k: &Kernels, x: &CpuTensor, w: &CpuWeight) -> Result<
     let n = w.rows;
     let band = n.div_ceil(pool.threads() * TASKS_PER_THREAD).max(1);
     let work = m.saturating_mul(n).saturating_mul(kd);
-    let storage = Arc::clone(&w.storage);
+    let storage = w.storage.as_ref();
     let rb = w.row_bytes;
     let out = match w.dtype {
         WeightDType::F32 | WeightDType::F16 | WeightDType::BF16 => {
-            let (f32_dot, half_dot) = (
-                k.f32,
-                if w.dtype == WeightDType::F16 {
-                    k.f16
-                } else {
-                    k.bf16
-                },
-            );
-            let x = Arc::new(x.data.clone());
-            pool.collect_column_bands(m, n, band, work, move |b, chunk| {
-                for (j, o) in chunk.chunks_mut(m).enumerate() {
-                    let r = b * band + j;
-                    for (v, xr) in o.iter_mut().zip(x.chunks_exact(kd)) {
-                        *v = match storage.as_ref() {
-                            Storage::F32(wv) => f32_dot(&wv[r * kd..(r + 1) * kd], xr),
+            let half_dot = if w.dtype == WeightDType::F16 {
+                k.f16
+            } else {
+                k.bf16
+            };
+            pool.collect_column_bands(m, n, band, work, |_, out| {
+                let mut column = vec![0f32; m];
+                for j in 0..out.count() {
+                    let r = out.first() + j;
+                    for (v, xr) in column.iter_mut().zip(x.data.chunks_exact(kd)) {
+                        *v = match storage {
+                            Storage::F32(wv) => (k.f32)(&wv[r * kd..(r + 1) * kd], xr),
                             Storage::Blocks(bytes) => half_dot(&bytes[r * rb..(r + 1) * rb], xr),
                             // only quantised weights are interleaved
                             Storage::X8(_) | Storage::Q4Kx8(_) => 0.0,
                         };
                     }
+                    out.set_column(j, &column);
                 }
             })?
         }
@@ -130,20 +126,16 @@ pub fn matmul(pool: &Pool, k: &Kernels, x: &CpuTensor, w: &CpuWeight) -> Result<
                     q8_k::quantize_row(xr, qr);
                 }
             }
-            let acts = Arc::new(acts);
-            let interleaved = matches!(storage.as_ref(), Storage::Q4Kx8(_));
+            let row = |i: usize| &acts[i * nb..(i + 1) * nb];
             // Bands of interleaved weights hold whole groups of eight rows.
-            let band = if interleaved {
+            let band = if matches!(storage, Storage::Q4Kx8(_)) {
                 band.next_multiple_of(q4_kx8::ROWS)
             } else {
                 band
             };
-            let (x8_rows, x8_four) = (k.q4_kx8_rows, k.q4_kx8_x4);
-            pool.collect_column_bands(m, n, band, work, move |b, chunk| {
-                let first = b * band;
-                let count = chunk.len() / m;
-                let row = |i: usize| &acts[i * nb..(i + 1) * nb];
-                let bytes: &[u8] = match storage.as_ref() {
+            pool.collect_column_bands(m, n, band, work, |_, out| {
+                let (first, count) = (out.first(), out.count());
+                let bytes: &[u8] = match storage {
                     Storage::Blocks(bytes) => &bytes[first * rb..(first + count) * rb],
                     Storage::Q4Kx8(packed) => {
                         let group_bytes = nb * q4_kx8::GROUP_BLOCK;
@@ -153,9 +145,9 @@ pub fn matmul(pool: &Pool, k: &Kernels, x: &CpuTensor, w: &CpuWeight) -> Result<
                             groups,
                             group_bytes,
                             m,
-                            chunk,
-                            |g, i| x8_four(g, [0, 1, 2, 3].map(|t| row(i + t))),
-                            |g, i, out| x8_rows(g, row(i), out),
+                            out,
+                            |g, i| (k.q4_kx8_x4)(g, [0, 1, 2, 3].map(|t| row(i + t))),
+                            |g, i, o| (k.q4_kx8_rows)(g, row(i), o),
                         );
                         return;
                     }
@@ -163,21 +155,23 @@ pub fn matmul(pool: &Pool, k: &Kernels, x: &CpuTensor, w: &CpuWeight) -> Result<
                 };
                 if m == 1 {
                     // Decode: the whole band in one kernel call.
-                    dot_rows(bytes, rb, row(0), chunk);
+                    dot_rows(bytes, rb, row(0), out.row(0));
                     return;
                 }
-                for (j, o) in chunk.chunks_mut(m).enumerate() {
+                let mut column = vec![0f32; m];
+                for j in 0..count {
                     let w = &bytes[j * rb..(j + 1) * rb];
                     // Four activation rows per call (the weight block is
                     // unpacked once for four), then one by one.
-                    let mut groups = o.chunks_exact_mut(4);
-                    for (g, o4) in (&mut groups).enumerate() {
+                    let mut fours = column.chunks_exact_mut(4);
+                    for (g, o4) in (&mut fours).enumerate() {
                         o4.copy_from_slice(&dot4(w, [0, 1, 2, 3].map(|t| row(4 * g + t))));
                     }
-                    let done = m - groups.into_remainder().len();
-                    for (i, v) in o.iter_mut().enumerate().skip(done) {
+                    let done = m - fours.into_remainder().len();
+                    for (i, v) in column.iter_mut().enumerate().skip(done) {
                         *v = dot(w, row(i));
                     }
+                    out.set_column(j, &column);
                 }
             })?
         }
@@ -195,8 +189,8 @@ pub fn matmul(pool: &Pool, k: &Kernels, x: &CpuTensor, w: &CpuWeight) -> Result<
                 }
             };
             let (dot, dot_rows, dot4, dot8): (QuantDot, QuantRows, QuantDot4, QuantDot8) = kernels;
-            let interleaved = matches!(storage.as_ref(), Storage::X8(_));
-            let acts = Arc::new(QuantActs::new(k, x, !interleaved));
+            let interleaved = matches!(storage, Storage::X8(_));
+            let acts = QuantActs::new(k, x, !interleaved);
             // Bands of interleaved weights hold whole groups of eight rows.
             let band = if interleaved {
                 band.next_multiple_of(x8::ROWS)
@@ -205,37 +199,37 @@ pub fn matmul(pool: &Pool, k: &Kernels, x: &CpuTensor, w: &CpuWeight) -> Result<
             };
             // The `8 Σ y` correction of interleaved Q4_0 rows, per activation row.
             let nb = kd / QK;
-            let sums = Arc::new(if interleaved && dtype == WeightDType::Q4_0 {
+            let sums: Vec<i32> = if interleaved && dtype == WeightDType::Q4_0 {
                 (0..m).flat_map(|i| x8::block_sums(acts.row(i))).collect()
             } else {
                 Vec::new()
-            });
+            };
+            // (Only Q4_0 rows have an offset to undo with sums.)
+            let sums_of = |i: usize| sums.get(i * nb..(i + 1) * nb).unwrap_or(&[]);
             let (x8_rows, x8_four) = match dtype {
                 WeightDType::Q8_0 => (k.q8_0x8_rows, k.q8_0x8_x4),
                 WeightDType::Q4_1 => (k.q4_1x8_rows, k.q4_1x8_x4),
                 _ => (k.q4_0x8_rows, k.q4_0x8_x4),
             };
-            pool.collect_column_bands(m, n, band, work, move |b, chunk| {
-                let first = b * band;
-                let count = chunk.len() / m;
-                let bytes: &[u8] = match storage.as_ref() {
+            // Built once per call, not once per weight row.
+            let groups: Vec<Q8x4<'_>> = (0..acts.groups.len()).map(|g| acts.group(g)).collect();
+            pool.collect_column_bands(m, n, band, work, |_, out| {
+                let (first, count) = (out.first(), out.count());
+                let bytes: &[u8] = match storage {
                     Storage::Blocks(bytes) => &bytes[first * rb..(first + count) * rb],
                     Storage::X8(packed) => {
                         // Eight weight rows per activation load, one
                         // activation row (decode) or four at a time.
-                        let groups = &packed[first * rb..(first + count) * rb];
-                        // (Only Q4_0 rows have an offset to undo with sums.)
-                        let sums_of = |i: usize| sums.get(i * nb..(i + 1) * nb).unwrap_or(&[]);
                         interleaved_rows(
-                            groups,
+                            &packed[first * rb..(first + count) * rb],
                             x8::ROWS * rb,
                             m,
-                            chunk,
+                            out,
                             |g, i| {
                                 let rows = [0, 1, 2, 3].map(|t| i + t);
                                 x8_four(g, rows.map(|r| acts.row(r)), rows.map(sums_of))
                             },
-                            |g, i, out| x8_rows(g, acts.row(i), sums_of(i), out),
+                            |g, i, o| x8_rows(g, acts.row(i), sums_of(i), o),
                         );
                         return;
                     }
@@ -243,14 +237,14 @@ pub fn matmul(pool: &Pool, k: &Kernels, x: &CpuTensor, w: &CpuWeight) -> Result<
                 };
                 if m == 1 {
                     // Decode: the whole band in one kernel call.
-                    dot_rows(bytes, rb, acts.row(0), chunk);
+                    dot_rows(bytes, rb, acts.row(0), out.row(0));
                     return;
                 }
-                // Built once per band, not once per weight row.
-                let groups: Vec<Q8x4<'_>> = (0..acts.groups.len()).map(|g| acts.group(g)).collect();
-                for (j, o) in chunk.chunks_mut(m).enumerate() {
+                let mut column = vec![0f32; m];
+                for j in 0..count {
                     let w = &bytes[j * rb..(j + 1) * rb];
-                    quant_row(w, &acts, &groups, o, (dot, dot4, dot8));
+                    quant_row(w, &acts, &groups, &mut column, (dot, dot4, dot8));
+                    out.set_column(j, &column);
                 }
             })?
         }
@@ -258,39 +252,44 @@ pub fn matmul(pool: &Pool, k: &Kernels, x: &CpuTensor, w: &CpuWeight) -> Result<
     Ok(CpuTensor::new(m, n, out))
 }
 
+/// Activation rows per pass over a band of interleaved groups: a pass's
+/// rows (64 x 1536 values rounded to Q8 are ~100 KiB) and the band stay in
+/// L2 while every group of the band runs against them. Without the tiling a
+/// 1024-row step (eight 128-token prompts) streamed all its activations
+/// from L3 once per group.
+const ACT_TILE: usize = 64;
+
 /// A band of interleaved groups of eight weight rows against every
 /// activation row, four activation rows per call while four are left, then
-/// one by one; results go to `chunk` in the band's `[row, m]` layout.
+/// one by one, straight into the band's columns of the result. `one(group
+/// bytes, row, out)` may also take the whole band's groups at once
+/// (decode: one call).
 fn interleaved_rows(
     groups: &[u8],
     group_bytes: usize,
     m: usize,
-    chunk: &mut [f32],
+    out: &mut BandOut<'_>,
     four: impl Fn(&[u8], usize) -> [[f32; 8]; 4],
     one: impl Fn(&[u8], usize, &mut [f32]),
 ) {
-    for (g, out) in groups
-        .chunks_exact(group_bytes.max(1))
-        .zip(chunk.chunks_exact_mut(8 * m))
-    {
-        if m == 1 {
-            one(g, 0, out);
-            continue;
-        }
-        let mut i = 0;
-        while i + 4 <= m {
-            for (t, values) in four(g, i).iter().enumerate() {
-                for (lane, &v) in values.iter().enumerate() {
-                    out[lane * m + i + t] = v;
+    if m == 1 {
+        one(groups, 0, out.row(0));
+        return;
+    }
+    let groups = || groups.chunks_exact(group_bytes.max(1)).enumerate();
+    for tile in (0..m).step_by(ACT_TILE) {
+        let end = (tile + ACT_TILE).min(m);
+        for (g, group) in groups() {
+            let lanes = 8 * g..8 * g + 8;
+            let mut i = tile;
+            while i + 4 <= end {
+                for (t, values) in four(group, i).iter().enumerate() {
+                    out.row(i + t)[lanes.clone()].copy_from_slice(values);
                 }
+                i += 4;
             }
-            i += 4;
-        }
-        for i in i..m {
-            let mut values = [0f32; 8];
-            one(g, i, &mut values);
-            for (lane, &v) in values.iter().enumerate() {
-                out[lane * m + i] = v;
+            for i in i..end {
+                one(group, i, &mut out.row(i)[lanes.clone()]);
             }
         }
     }

@@ -15,6 +15,7 @@
 //! found its threads asleep or crowded out by the polling ones, and
 //! attention ran on the caller alone.
 
+use std::marker::PhantomData;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -275,20 +276,9 @@ impl Pool {
         })
     }
 
-    /// A new `total`-long result computed by [`Pool::for_chunks`].
-    pub fn collect<F>(&self, total: usize, chunk_len: usize, work: usize, f: F) -> Result<Vec<f32>>
-    where
-        F: Fn(usize, &mut [f32]) + Sync,
-    {
-        let mut out = vec![0f32; total];
-        self.for_chunks(&mut out, chunk_len, work, f)?;
-        Ok(out)
-    }
-
     /// A new `[rows, cols]` result computed in bands of `band` columns:
-    /// `f(index, scratch)` fills the band's values column after column
-    /// (`scratch[j * rows + i]` is row `i` of the band's column `j`), and
-    /// the thread that computed the band copies it into place.
+    /// `f(index, out)` writes band `index`'s columns of every row through
+    /// `out`, in place.
     pub fn collect_column_bands<F>(
         &self,
         rows: usize,
@@ -298,29 +288,79 @@ impl Pool {
         f: F,
     ) -> Result<Vec<f32>>
     where
-        F: Fn(usize, &mut [f32]) + Sync,
+        F: Fn(usize, &mut BandOut<'_>) + Sync,
     {
         let band = band.max(1);
-        if rows == 1 {
-            return self.collect(cols, band, work, f);
-        }
         let mut out = vec![0f32; rows * cols];
-        let shared = Shared::new(&mut out);
+        let ptr = SendPtr(out.as_mut_ptr());
         self.run(cols.div_ceil(band), work, &|b| {
             let first = b * band;
-            let count = band.min(cols - first);
-            let mut scratch = vec![0f32; count * rows];
-            f(b, &mut scratch);
-            for i in 0..rows {
-                // SAFETY: band `b` is handed out once and alone writes
-                // columns `first..first + count` of each row.
-                let dst = unsafe { shared.range(i * cols + first, count) };
-                for (d, column) in dst.iter_mut().zip(scratch.chunks_exact(rows)) {
-                    *d = column[i];
-                }
-            }
+            let mut view = BandOut {
+                ptr: ptr.get(),
+                cols,
+                rows,
+                first,
+                count: band.min(cols - first),
+                _out: PhantomData,
+            };
+            f(b, &mut view);
         })?;
         Ok(out)
+    }
+}
+
+/// The columns `first..first + count` of every row of a `[rows, cols]`
+/// result: what one band of [`Pool::collect_column_bands`] writes.
+pub struct BandOut<'a> {
+    ptr: *mut f32,
+    cols: usize,
+    rows: usize,
+    first: usize,
+    count: usize,
+    _out: PhantomData<&'a mut [f32]>,
+}
+
+impl BandOut<'_> {
+    /// Number of the band's first column.
+    pub fn first(&self) -> usize {
+        self.first
+    }
+
+    /// Columns in the band.
+    pub fn count(&self) -> usize {
+        self.count
+    }
+
+    /// The band's part of row `i`.
+    pub fn row(&mut self, i: usize) -> &mut [f32] {
+        assert!(i < self.rows, "row {i} of {}", self.rows);
+        // SAFETY: the bands of one result cover disjoint columns, each band
+        // has one `BandOut`, and `&mut self` keeps its rows from aliasing;
+        // the result outlives the job (`collect_column_bands` returns it
+        // after `run`).
+        unsafe {
+            std::slice::from_raw_parts_mut(self.ptr.add(i * self.cols + self.first), self.count)
+        }
+    }
+
+    /// Column `j` of the band: `values[i]` into row `i`.
+    pub fn set_column(&mut self, j: usize, values: &[f32]) {
+        for (i, &v) in values.iter().enumerate() {
+            self.row(i)[j] = v;
+        }
+    }
+}
+
+/// The result's address, shared by the bands (each writes its own columns).
+struct SendPtr(*mut f32);
+
+// SAFETY: see `BandOut::row`: the bands never write the same element.
+unsafe impl Sync for SendPtr {}
+
+impl SendPtr {
+    /// (A method, so closures capture the `Sync` wrapper, not the pointer.)
+    fn get(&self) -> *mut f32 {
+        self.0
     }
 }
 
@@ -356,17 +396,28 @@ impl Shared {
 mod tests {
     use super::*;
 
+    /// A new `total`-long result computed by [`Pool::for_chunks`].
+    fn collect(
+        pool: &Pool,
+        total: usize,
+        chunk_len: usize,
+        f: impl Fn(usize, &mut [f32]) + Sync,
+    ) -> Result<Vec<f32>> {
+        let mut out = vec![0f32; total];
+        pool.for_chunks(&mut out, chunk_len, usize::MAX, f)?;
+        Ok(out)
+    }
+
     #[test]
     fn every_chunk_is_computed_once_in_place() {
         let pool = Pool::new(Some(3)).expect("pool");
         for total in [1, 7, 64, 1000] {
-            let out = pool
-                .collect(total, 3, usize::MAX, |i, c| {
-                    for (j, v) in c.iter_mut().enumerate() {
-                        *v += (i * 3 + j) as f32;
-                    }
-                })
-                .expect("job");
+            let out = collect(&pool, total, 3, |i, c| {
+                for (j, v) in c.iter_mut().enumerate() {
+                    *v += (i * 3 + j) as f32;
+                }
+            })
+            .expect("job");
             let want: Vec<f32> = (0..total).map(|v| v as f32).collect();
             assert_eq!(out, want, "total {total}");
         }
@@ -377,10 +428,12 @@ mod tests {
         let pool = Pool::new(Some(2)).expect("pool");
         for (rows, cols, band) in [(1, 10, 3), (3, 10, 3), (8, 64, 5), (5, 7, 7)] {
             let out = pool
-                .collect_column_bands(rows, cols, band, usize::MAX, |b, scratch| {
-                    for (j, column) in scratch.chunks_exact_mut(rows).enumerate() {
-                        for (i, v) in column.iter_mut().enumerate() {
-                            *v = (i * 1000 + b * band + j) as f32;
+                .collect_column_bands(rows, cols, band, usize::MAX, |b, out| {
+                    assert_eq!(out.first(), b * band);
+                    for i in 0..rows {
+                        let first = out.first();
+                        for (j, v) in out.row(i).iter_mut().enumerate() {
+                            *v = (i * 1000 + first + j) as f32;
                         }
                     }
                 })
@@ -397,13 +450,12 @@ mod tests {
         let pool = Pool::new(Some(2)).expect("pool");
         let input: Vec<f32> = (0..4096).map(|v| v as f32).collect();
         for _ in 0..200 {
-            let out = pool
-                .collect(input.len(), 16, usize::MAX, |i, c| {
-                    for (o, x) in c.iter_mut().zip(&input[i * 16..]) {
-                        *o = 2.0 * x;
-                    }
-                })
-                .expect("job");
+            let out = collect(&pool, input.len(), 16, |i, c| {
+                for (o, x) in c.iter_mut().zip(&input[i * 16..]) {
+                    *o = 2.0 * x;
+                }
+            })
+            .expect("job");
             assert!(out.iter().zip(&input).all(|(o, x)| *o == 2.0 * x));
         }
     }
@@ -413,7 +465,7 @@ mod tests {
         let pool = Pool::new(Some(2)).expect("pool");
         let caller = std::thread::current().id();
         // Chunks that run on a worker panic; the caller's do not.
-        let result = pool.collect(1 << 16, 1, usize::MAX, |_, c| {
+        let result = collect(&pool, 1 << 16, 1, |_, c| {
             if std::thread::current().id() != caller {
                 panic!("chunk failed");
             }
@@ -425,7 +477,7 @@ mod tests {
             assert!(e.to_string().contains("panicked"), "{e}");
         }
         // The pool still works afterwards.
-        let out = pool.collect(64, 1, usize::MAX, |i, c| c[0] = i as f32);
+        let out = collect(&pool, 64, 1, |i, c| c[0] = i as f32);
         assert_eq!(out.expect("job")[63], 63.0);
     }
 }
