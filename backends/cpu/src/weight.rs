@@ -27,7 +27,7 @@ pub struct CpuWeight {
     pub cols: usize,
     /// Bytes of one row in `Storage::Blocks`.
     pub row_bytes: usize,
-    /// Shared with the bands of a product in flight (see `matmul`).
+    /// Shared by clones of the weight (cloning never copies the bytes).
     pub storage: Arc<Storage>,
 }
 
