@@ -1,7 +1,9 @@
 //! Elementwise ops: plain loops the compiler vectorises.
 
+use super::exp::exp;
+
 pub fn silu(x: f32) -> f32 {
-    x / (1.0 + (-x).exp())
+    x / (1.0 + exp(-x))
 }
 
 /// `silu(gate) * up`, one pass, no intermediate tensor.

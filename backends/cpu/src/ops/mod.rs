@@ -2,6 +2,7 @@
 
 pub mod attention;
 pub mod elementwise;
+mod exp;
 pub mod norm;
 pub mod rope;
 pub mod softmax;
