@@ -17,18 +17,11 @@
 # llama.cpp that the llama-cpp-python sdist vendors, with -DGGML_NATIVE=ON
 # (see benches/llama-cpp-build.sh; about 10 minutes on 2 cores).
 #
-# Crashes: on Intel CPUs with AMX, the GGML_NATIVE build has been seen to die
-# with SIGSEGV in ggml_backend_amx_mul_mat. A run killed by a signal is never
-# shown as a result; the script says so and retries:
-#   1. native build, defaults (weights repacked into the AMX / CPU-repack
-#      buffer types where the CPU supports them);
-#   2. the same binary with --no-repack (no extra buffer types: neither the
-#      AMX kernels nor the repacked ones run);
-#   3. a second build, cache/build-noamx: GGML_NATIVE=OFF with the host's SIMD
-#      listed from /proc/cpuinfo and every GGML_AMX_* OFF, with defaults.
-# The table printed is labelled with the configuration that produced it. A
-# run that fails without a signal (bad model, bad flag) is reported and not
-# retried.
+# Crashes (llama.cpp's native build on Intel CPUs with AMX): a run killed by
+# a signal is never shown as a result; the script says so and retries with
+# --no-repack, then with a build without AMX (llama_cpp_compare in
+# benches/llama-cpp-build.sh). The table printed is labelled with the
+# configuration that produced it.
 #
 # Usage: benches/llama-batched-bench.sh [--build-only] [--llama-only]
 #            [MODEL] [THREADS] [PP] [TG] [NPL_LIST] [rbees bench args...]
@@ -95,38 +88,11 @@ if (( ! LLAMA_ONLY )); then
     echo
 fi
 
-HOST_AMX=no
-grep -qw amx_int8 /proc/cpuinfo && HOST_AMX=yes
 echo "## llama.cpp llama-batched-bench (llama-cpp-python $LLAMA_CPP_PYTHON_VERSION)"
-echo "CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//') (AMX: $HOST_AMX)"
 
-# run_batched NAME BIN DESCRIPTION [extra llama-batched-bench args...]
-# Runs one attempt with stdout (the table) and stderr (the load log, -lv 4)
-# in $LOG_DIR/NAME.{out,err}. Returns 0 and prints the table when it exited 0
-# with a row for every B of NPL_LIST; 2 when it was killed by a signal (a
-# crash: worth another configuration); 1 on any other failure.
-run_batched() {
-    local name=$1 bin=$2 desc=$3
-    shift 3
-    local out="$LOG_DIR/$name.out" err="$LOG_DIR/$name.err"
-    local -a cmd=("$bin" -m "$MODEL" -t "$LLAMA_THREADS" -tb "$LLAMA_THREADS"
-        -c "$CTX" -b 2048 -ub 512 -npp "$PP" -ntg "$TG" -npl "$NPL_LIST" -lv 4 "$@")
-    echo
-    echo "### attempt '$name': $desc"
-    echo "\$ ${cmd[*]}"
-    local rc=0
-    "${cmd[@]}" >"$out" 2>"$err" || rc=$?
-    if (( rc > 128 )); then
-        echo "CRASHED: killed by SIG$(kill -l $(( rc - 128 )) 2>/dev/null || echo "#$(( rc - 128 ))") (exit status $rc); NOT a result. Last lines of stderr ($err):"
-        tail -n 15 "$err" | sed 's/^/    /'
-        return 2
-    elif (( rc != 0 )); then
-        echo "FAILED: exit status $rc. Last lines of stderr ($err):"
-        tail -n 15 "$err" | sed 's/^/    /'
-        return 1
-    fi
-    # Rows are "|    PP |     TG |    B | ..."; every B asked for must be there.
-    local n missing=()
+# Rows are "|    PP |     TG |    B | ..."; every B asked for must be there.
+has_every_row() {
+    local out=$1 n missing=()
     for n in "${NPLS[@]}"; do
         awk -F'|' -v pp="$PP" -v tg="$TG" -v b="$n" \
             '$2+0 == pp && $3+0 == tg && $4+0 == b { found = 1 } END { exit !found }' "$out" \
@@ -137,43 +103,9 @@ run_batched() {
         sed 's/^/    /' "$out"
         return 1
     fi
-    RESULT_NAME=$name
-    echo "llama.cpp configuration that produced this table: $desc"
-    # What llama.cpp chose (-lv 4 logs it): the weight buffer types really
-    # used (AMX, CPU_REPACK or plain CPU) and flash attention (auto).
-    grep -E 'model buffer size|Flash Attention (enabled|disabled)' "$err" \
-        | sed -E 's/^[0-9.]+ [A-Z] //; s/^/    llama.cpp: /' || true
-    grep -vE '^[[:space:]]*$' "$out"
-    return 0
 }
 
-RESULT_NAME=
-NATIVE_DESC="build/ (GGML_NATIVE=ON, -march=native: AMX kernels compiled in iff the host has AMX = $HOST_AMX), weight repacking on (default)"
-rc=0
-llama_cpp_build llama-batched-bench
-run_batched native "$LLAMA_CPP_BIN/llama-batched-bench" "$NATIVE_DESC" || rc=$?
-if (( rc == 2 )); then
-    echo "The native run crashed; retrying the same build with --no-repack (no AMX / repacked weight buffers)."
-    rc=0
-    run_batched native-norepack "$LLAMA_CPP_BIN/llama-batched-bench" \
-        "build/ (GGML_NATIVE=ON) with --no-repack: no AMX, no CPU_REPACK buffers" --no-repack || rc=$?
-fi
-if (( rc == 2 )); then
-    echo "That crashed too; building llama-batched-bench without AMX (build-noamx/) and retrying."
-    llama_cpp_no_amx_options
-    llama_cpp_build -B build-noamx "${LLAMA_CPP_NO_AMX_ARGS[@]}" llama-batched-bench
-    rc=0
-    run_batched noamx "$LLAMA_CPP_BIN/llama-batched-bench" \
-        "build-noamx/ (GGML_NATIVE=OFF, host SIMD from /proc/cpuinfo, GGML_AMX_*=OFF), weight repacking on (default)" || rc=$?
-fi
-echo
-if (( rc != 0 )); then
-    echo "llama.cpp: NO RESULT (every attempt failed; see above). Raw output: $LOG_DIR"
-    status=1
-else
-    if [[ "$RESULT_NAME" != native ]]; then
-        echo "NOTE: the default native configuration CRASHED on this host; the llama.cpp table above is from attempt '$RESULT_NAME'."
-    fi
-    echo "Raw llama.cpp output: $LOG_DIR"
-fi
+llama_cpp_compare llama-batched-bench has_every_row --no-repack "$LOG_DIR" -- \
+    -m "$MODEL" -t "$LLAMA_THREADS" -tb "$LLAMA_THREADS" -c "$CTX" -b 2048 -ub 512 \
+    -npp "$PP" -ntg "$TG" -npl "$NPL_LIST" -lv 4 || status=1
 exit "$status"

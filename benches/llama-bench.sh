@@ -10,6 +10,13 @@
 # The build steps live in benches/llama-cpp-build.sh (shared with
 # benches/llama-batched-bench.sh).
 #
+# Crashes (llama.cpp's native build on Intel CPUs with AMX, in llama-bench's
+# default mode): a run killed by a signal is never shown as a result; the
+# script says so and retries with --repack 0, then with a build without AMX
+# (llama_cpp_compare in benches/llama-cpp-build.sh). The table printed is
+# labelled with the configuration that produced it.
+#
+# Exit status: non-zero if rbees bench or every llama.cpp attempt failed.
 # Usage: benches/llama-bench.sh [--build-only] [MODEL] [THREADS] [PP] [TG] [REPS] [rbees bench args...]
 # Not part of CI.
 set -euo pipefail
@@ -38,8 +45,31 @@ shift $(( $# < 5 ? $# : 5 ))
 build_llama_bench
 cargo build --release --quiet -p rbees-worker --bin rbees
 
+LLAMA_THREADS=$THREADS
+(( LLAMA_THREADS > 0 )) || LLAMA_THREADS=$(nproc)
+status=0
 echo "## rbees bench"
-target/release/rbees bench --model "$MODEL" --threads "$THREADS" --pp "$PP" --tg "$TG" --reps "$REPS" "$@"
+if ! target/release/rbees bench --model "$MODEL" --threads "$THREADS" --pp "$PP" --tg "$TG" --reps "$REPS" "$@"; then
+    echo "rbees bench FAILED (see above); going on with llama.cpp" >&2
+    status=1
+fi
 echo
 echo "## llama.cpp llama-bench (llama-cpp-python $LLAMA_CPP_PYTHON_VERSION)"
-"$LLAMA_BENCH" -m "$MODEL" -t "$THREADS" -p "$PP" -n "$TG" -r "$REPS" -o md
+
+# The markdown table must have its pp and tg rows.
+has_both_tests() {
+    local out=$1 test missing=()
+    for test in "pp$PP" "tg$TG"; do
+        grep -qE "\| +$test +\|" "$out" || missing+=("$test")
+    done
+    if (( ${#missing[@]} )); then
+        echo "INCOMPLETE: exited 0 but has no ${missing[*]} row; NOT a result. Output ($out):"
+        sed 's/^/    /' "$out"
+        return 1
+    fi
+}
+
+LOG_DIR=$(mktemp -d "${TMPDIR:-/tmp}/llama-bench.XXXXXX")
+llama_cpp_compare llama-bench has_both_tests "--repack 0" "$LOG_DIR" -- \
+    -m "$MODEL" -t "$LLAMA_THREADS" -p "$PP" -n "$TG" -r "$REPS" -o md || status=1
+exit "$status"

@@ -110,3 +110,96 @@ llama_cpp_no_amx_options() {
         fi
     done
 }
+
+# llama_cpp_compare TOOL CHECK NO_REPACK LOG_DIR -- ARGS...
+# Runs llama.cpp's TOOL (built here with llama_cpp_build) with ARGS and
+# prints its table, labelled with the llama.cpp configuration that produced
+# it; never a crashed run as a result. On Intel CPUs with AMX the
+# GGML_NATIVE build has been seen to die with SIGSEGV in
+# ggml_backend_amx_mul_mat, so a run killed by a signal is reported and the
+# next configuration tried:
+#   1. native build (build/), defaults: weights repacked into the AMX /
+#      CPU-repack buffer types where the CPU supports them;
+#   2. the same binary with NO_REPACK (the tool's flag for no extra buffer
+#      types: "--no-repack" or "--repack 0"): neither AMX nor repacked kernels;
+#   3. a second build, build-noamx/: GGML_NATIVE=OFF with the host's SIMD from
+#      /proc/cpuinfo and every GGML_AMX_* OFF, defaults.
+# A run that fails without a signal (bad model, bad flag) is reported and not
+# retried. CHECK is a function given the attempt's stdout file: non-zero
+# (after saying why) when a row the comparison needs is missing. Stdout and
+# stderr of each attempt are kept in LOG_DIR/NAME.{out,err}.
+# Returns 0 with a result (LLAMA_CPP_RESULT names the attempt), 1 without.
+llama_cpp_compare() {
+    local tool=$1 check=$2 no_repack=$3 log_dir=$4
+    shift 4
+    [[ "${1:-}" == "--" ]] && shift
+    local host_amx=no
+    grep -qw amx_int8 /proc/cpuinfo && host_amx=yes
+    echo "CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//') (AMX: $host_amx)"
+    LLAMA_CPP_RESULT=
+    local -a no_repack_args
+    read -ra no_repack_args <<<"$no_repack"
+    local rc=0
+    llama_cpp_build "$tool" || return 1
+    _llama_cpp_attempt native "$LLAMA_CPP_BIN/$tool" \
+        "build/ (GGML_NATIVE=ON, -march=native: AMX kernels compiled in iff the host has AMX = $host_amx), weight repacking on (default)" \
+        "$check" "$log_dir" "$@" || rc=$?
+    if (( rc == 2 )); then
+        echo "The native run crashed; retrying the same build with $no_repack (no AMX / repacked weight buffers)."
+        rc=0
+        _llama_cpp_attempt native-norepack "$LLAMA_CPP_BIN/$tool" \
+            "build/ (GGML_NATIVE=ON) with $no_repack: no AMX, no CPU_REPACK buffers" \
+            "$check" "$log_dir" "$@" "${no_repack_args[@]}" || rc=$?
+    fi
+    if (( rc == 2 )); then
+        echo "That crashed too; building $tool without AMX (build-noamx/) and retrying."
+        llama_cpp_no_amx_options
+        llama_cpp_build -B build-noamx "${LLAMA_CPP_NO_AMX_ARGS[@]}" "$tool" || return 1
+        rc=0
+        _llama_cpp_attempt noamx "$LLAMA_CPP_BIN/$tool" \
+            "build-noamx/ (GGML_NATIVE=OFF, host SIMD from /proc/cpuinfo, GGML_AMX_*=OFF), weight repacking on (default)" \
+            "$check" "$log_dir" "$@" || rc=$?
+    fi
+    echo
+    if (( rc != 0 )); then
+        echo "llama.cpp: NO RESULT (every attempt failed; see above). Raw output: $log_dir"
+        return 1
+    fi
+    if [[ "$LLAMA_CPP_RESULT" != native ]]; then
+        echo "NOTE: the default native configuration CRASHED on this host; the llama.cpp table above is from attempt '$LLAMA_CPP_RESULT'."
+    fi
+    echo "Raw llama.cpp output: $log_dir"
+}
+
+# _llama_cpp_attempt NAME BIN DESCRIPTION CHECK LOG_DIR ARGS...: one run of
+# llama_cpp_compare. Returns 0 and prints the table when it exited 0 and
+# CHECK accepts its output; 2 when it was killed by a signal (a crash: worth
+# another configuration); 1 on any other failure.
+_llama_cpp_attempt() {
+    local name=$1 bin=$2 desc=$3 check=$4 log_dir=$5
+    shift 5
+    local out="$log_dir/$name.out" err="$log_dir/$name.err"
+    echo
+    echo "### attempt '$name': $desc"
+    echo "\$ $bin $*"
+    local rc=0
+    "$bin" "$@" >"$out" 2>"$err" || rc=$?
+    if (( rc > 128 )); then
+        echo "CRASHED: killed by SIG$(kill -l $(( rc - 128 )) 2>/dev/null || echo "#$(( rc - 128 ))") (exit status $rc); NOT a result. Last lines of stderr ($err):"
+        tail -n 15 "$err" | sed 's/^/    /'
+        return 2
+    elif (( rc != 0 )); then
+        echo "FAILED: exit status $rc. Last lines of stderr ($err):"
+        tail -n 15 "$err" | sed 's/^/    /'
+        return 1
+    fi
+    "$check" "$out" || return 1
+    LLAMA_CPP_RESULT=$name
+    echo "llama.cpp configuration that produced this table: $desc"
+    # What llama.cpp chose, where the tool logs it: the weight buffer types
+    # really used (AMX, CPU_REPACK or plain CPU) and flash attention.
+    grep -E 'model buffer size|Flash Attention (enabled|disabled)' "$err" \
+        | sed -E 's/^[0-9.]+ [A-Z] //; s/^/    llama.cpp: /' || true
+    grep -vE '^[[:space:]]*$' "$out"
+    return 0
+}
