@@ -10,6 +10,10 @@ pub struct BackendDescriptor {
     pub devices: &'static [&'static str],
     /// `Ok` if the backend can run on `device` on this machine, otherwise why not.
     pub probe: fn(device: &str) -> Result<(), String>,
+    /// Rank for `kind = "auto"` (higher first, like ggml's backend score):
+    /// among the backends that can use the device and run every weight type
+    /// of the model, the one with the highest preference is picked.
+    pub preference: u32,
 }
 
 inventory::collect!(BackendDescriptor);
@@ -18,6 +22,29 @@ inventory::collect!(BackendDescriptor);
 pub fn descriptors() -> Vec<&'static BackendDescriptor> {
     let mut all: Vec<_> = inventory::iter::<BackendDescriptor>.into_iter().collect();
     all.sort_by_key(|d| d.name);
+    all
+}
+
+impl BackendDescriptor {
+    /// Whether `device` is of a kind the backend declares (`cuda:N` stands
+    /// for `cuda:` and a number), whether or not it is present here.
+    pub fn declares(&self, device: &str) -> bool {
+        self.devices
+            .iter()
+            .any(|pattern| match pattern.strip_suffix('N') {
+                Some(prefix) => device
+                    .strip_prefix(prefix)
+                    .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())),
+                None => *pattern == device,
+            })
+    }
+}
+
+/// Every backend linked into this binary, most preferred first (see
+/// [`BackendDescriptor::preference`]).
+pub fn by_preference() -> Vec<&'static BackendDescriptor> {
+    let mut all = descriptors();
+    all.sort_by_key(|d| std::cmp::Reverse(d.preference));
     all
 }
 
@@ -31,4 +58,28 @@ pub fn find_descriptor(name: &str) -> Result<&'static BackendDescriptor, String>
             known.join(", ")
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn declared_device_kinds() {
+        let d = BackendDescriptor {
+            name: "x",
+            description: "",
+            devices: &["cpu", "cuda:N"],
+            probe: |_| Ok(()),
+            preference: 0,
+        };
+        for yes in ["cpu", "cuda:0", "cuda:12"] {
+            assert!(d.declares(yes), "{yes}");
+        }
+        for no in [
+            "cuda:", "cuda", "cuda:x", "cuda:0x", "metal", "CPU", "cpu:0",
+        ] {
+            assert!(!d.declares(no), "{no}");
+        }
+    }
 }

@@ -50,7 +50,7 @@ pub struct ModelSection {
 }
 
 fn default_kind() -> String {
-    "ndarray".into()
+    crate::plugins::AUTO_KIND.into()
 }
 
 fn default_device() -> String {
@@ -102,7 +102,7 @@ mod tests {
     fn shipped_default_config_parses() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/default.toml");
         let c = Config::load(&path).unwrap();
-        assert_eq!(c.backend.kind, "ndarray");
+        assert_eq!(c.backend.kind, "auto");
         assert_eq!(c.backend.device, "cpu");
         assert!(c.model.path.is_some());
     }

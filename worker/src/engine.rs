@@ -19,13 +19,13 @@ extern crate rbees_backend_cuda as _;
 use rbees_backend_cuda::CudaKernelsBackend;
 use rbees_backend_ndarray::NdarrayBackend;
 use rbees_backend_plugin::PluginBackend;
-use rbees_core::{Backend, BackendOptions};
+use rbees_core::{Backend, BackendError, BackendOptions};
 use rbees_model::{
     generate, CapabilityReport, GenerateParams, Generated, GgufFile, Llama, LlamaConfig,
-    LoadOptions, SeqChunk, TokenEvent, Tokenizer,
+    LoadOptions, ModelError, SeqChunk, TokenEvent, Tokenizer,
 };
 
-use crate::plugins::{PluginPaths, Selected};
+use crate::plugins::{PluginPaths, Selected, AUTO_KIND};
 
 /// What the command line and the daemon need from a loaded model, whatever its backend.
 #[enum_dispatch]
@@ -164,6 +164,9 @@ pub fn with_backend<V: BackendVisitor>(choice: &BackendChoice, visitor: V) -> Re
             return visitor.visit(backend);
         }
         Selected::BuiltIn(descriptor) => descriptor,
+        Selected::Auto => bail!(
+            "backend '{AUTO_KIND}' picks a backend for a model when it loads; name a backend here (`rbees backends` lists them)"
+        ),
     };
     if let Err(why) = (descriptor.probe)(&choice.options.device) {
         bail!(
@@ -188,6 +191,8 @@ pub struct LoadedModel {
     pub tokenizer: Tokenizer,
     /// The file's `tokenizer.chat_template` (Jinja), if it has one.
     pub chat_template: Option<String>,
+    /// With `kind = "auto"`: which backend was picked and why, for the user.
+    pub auto_pick: Option<String>,
 }
 
 /// GGUF metadata key of the chat template.
@@ -252,12 +257,17 @@ pub fn load_gguf(
             tokenizer.vocab_size()
         );
     }
-    let visitor = LoadModel {
-        gguf,
-        options: load_options,
-        progress,
+    let (model, auto_pick) = if choice.kind == AUTO_KIND {
+        let (model, why) = load_auto(gguf, choice, load_options, progress)?;
+        (model, Some(why))
+    } else {
+        let visitor = LoadModel {
+            gguf,
+            options: load_options,
+            progress,
+        };
+        (with_backend(choice, visitor)?, None)
     };
-    let model = with_backend(choice, visitor)?;
     let chat_template = match gguf.metadata().get(CHAT_TEMPLATE_KEY) {
         Some(value) => Some(
             value
@@ -273,5 +283,72 @@ pub fn load_gguf(
         model,
         tokenizer,
         chat_template,
+        auto_pick,
     })
+}
+
+/// `kind = "auto"`: the built-in backends for the device's kind in order of
+/// preference (cuda-kernels, cpu, candle, ndarray; `rbees backends` shows
+/// it), and the first that can use the device here, starts, and runs every
+/// op and weight type of the model (asked before any weight is read) loads
+/// it. Returns the model and a line
+/// saying which backend was picked and why the ones before it were not.
+fn load_auto(
+    gguf: &GgufFile,
+    choice: &BackendChoice,
+    options: &LoadOptions,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<(AnyModel, String)> {
+    let device = &choice.options.device;
+    let mut passed_over = Vec::new();
+    // Backends for another kind of device are not candidates at all.
+    let candidates = rbees_core::by_preference()
+        .into_iter()
+        .filter(|d| d.declares(device));
+    for descriptor in candidates {
+        if let Err(why) = (descriptor.probe)(device) {
+            passed_over.push(format!("{}: {why}", descriptor.name));
+            continue;
+        }
+        let candidate = BackendChoice {
+            kind: descriptor.name.to_string(),
+            ..choice.clone()
+        };
+        let visitor = LoadModel {
+            gguf,
+            options,
+            progress: &mut *progress,
+        };
+        match with_backend(&candidate, visitor) {
+            Ok(model) => {
+                let mut why = format!(
+                    "backend {AUTO_KIND}: picked '{}' on {device}, the most preferred backend that runs this model here",
+                    descriptor.name
+                );
+                if !passed_over.is_empty() {
+                    why.push_str(&format!(" (passed over: {})", passed_over.join("; ")));
+                }
+                return Ok((model, why));
+            }
+            Err(e) if cannot_run_here(&e) => {
+                passed_over.push(format!("{}: {:#}", descriptor.name, e));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    bail!(
+        "backend '{AUTO_KIND}' found no built-in backend that runs {} on device '{device}': {}",
+        gguf.path().display(),
+        passed_over.join("; ")
+    )
+}
+
+/// Errors that make `auto` try the next backend: the backend lacks an op or
+/// weight type of the model, or could not start. Anything else (a broken
+/// file, a failed upload) is the model's problem and ends the load.
+fn cannot_run_here(e: &anyhow::Error) -> bool {
+    matches!(
+        e.downcast_ref::<ModelError>(),
+        Some(ModelError::Capability { .. })
+    ) || e.downcast_ref::<BackendError>().is_some()
 }

@@ -15,6 +15,10 @@ use rbees_core::{descriptors, find_descriptor, BackendDescriptor};
 /// The kind that selects the library at `path`.
 pub const PLUGIN_KIND: &str = "plugin";
 
+/// The kind that picks the most preferred built-in backend that can run the
+/// model on the device (see `engine::load`).
+pub const AUTO_KIND: &str = "auto";
+
 /// Where plugins come from: `[backend] path` / `--plugin` and
 /// `[backend] plugins_dir` / `--plugins-dir`.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -27,6 +31,8 @@ pub struct PluginPaths {
 pub enum Selected {
     BuiltIn(&'static BackendDescriptor),
     Plugin(Arc<PluginLibrary>),
+    /// `kind = "auto"`: decided per model, at load.
+    Auto,
 }
 
 impl PluginPaths {
@@ -50,6 +56,9 @@ impl PluginPaths {
 
     /// Resolves `kind` (see the module docs).
     pub fn select(&self, kind: &str) -> Result<Selected> {
+        if kind == AUTO_KIND {
+            return Ok(Selected::Auto);
+        }
         if kind == PLUGIN_KIND {
             let path = self.path.as_ref().with_context(|| {
                 "backend 'plugin' needs a library: set [backend] path in the config or pass --plugin PATH"
@@ -64,6 +73,7 @@ impl PluginPaths {
             return Ok(Selected::Plugin(lib));
         }
         let mut known: Vec<String> = descriptors().iter().map(|d| d.name.to_string()).collect();
+        known.push(format!("{AUTO_KIND} (the fastest that runs the model)"));
         known.push(format!("{PLUGIN_KIND} (with a path)"));
         known.extend(
             found

@@ -28,5 +28,7 @@ inventory::submit! {
         description: "candle-core tensors and candle-nn ops; GGUF weights stay quantised (QMatMul)",
         devices: device::DEVICES,
         probe: device::probe,
+        // `auto`: candle: on a GPU after cuda-kernels; on the CPU slower than cpu.
+        preference: 20,
     }
 }

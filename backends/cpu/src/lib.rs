@@ -37,5 +37,7 @@ inventory::submit! {
         description: "rbees' own CPU kernels: weights stay in GGUF blocks, activations rounded to Q8 as llama.cpp does, AVX2/FMA dot products, own thread pool",
         devices: &["cpu"],
         probe: backend::probe,
+        // `auto`: the fastest on the CPU.
+        preference: 30,
     }
 }

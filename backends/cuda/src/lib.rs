@@ -45,5 +45,7 @@ inventory::submit! {
         description: "candle-kernels PTX, cuBLAS and own kernels launched directly with cudarc; device-resident",
         devices: &["cuda:N"],
         probe: device::probe,
+        // `auto`: first on a GPU (rbees' own launch of candle-kernels).
+        preference: 40,
     }
 }

@@ -27,6 +27,8 @@ inventory::submit! {
         description: "reference backend: readable pure-ndarray f32 kernels, weights dequantised with candle-core",
         devices: &["cpu"],
         probe: backend::probe,
+        // `auto`: the reference: runs every weight type, slowest.
+        preference: 10,
     }
 }
 

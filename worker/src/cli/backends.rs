@@ -3,10 +3,11 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::Args;
 use rbees_backend_plugin::{op_placement, Placement, PluginLibrary, WeightPlan};
-use rbees_core::{descriptors, Op, WeightDType};
+use rbees_core::{by_preference, descriptors, Op, WeightDType};
 
 use crate::cli::PluginArgs;
 use crate::config::Config;
+use crate::plugins::AUTO_KIND;
 
 #[derive(Debug, Args)]
 pub struct BackendsArgs {
@@ -39,6 +40,11 @@ pub fn run(args: &BackendsArgs) -> Result<()> {
             d.description
         );
     }
+    let order: Vec<&str> = by_preference().iter().map(|d| d.name).collect();
+    println!(
+        "\n{AUTO_KIND}: the first of {} that can use the device and runs every op and weight type of the model",
+        order.join(", ")
+    );
     let config = Config::load_or_default(args.config.as_deref())?;
     let paths = args.plugins.paths(&config);
     if paths.path.is_none() && paths.dir.is_none() {

@@ -113,6 +113,9 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
         &mut |_, _| {},
     )?;
     let load_ms = started.elapsed().as_secs_f64() * 1000.0;
+    if let Some(why) = &loaded.auto_pick {
+        eprintln!("{why}");
+    }
 
     let prompt_ids = match (&args.prompt, &args.prompt_ids) {
         (Some(text), _) => loaded

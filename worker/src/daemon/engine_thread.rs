@@ -46,6 +46,9 @@ pub fn spawn(
                     return;
                 }
             };
+            if let Some(why) = &loaded_model.auto_pick {
+                tracing::info!("{why}");
+            }
             let mut model = loaded_model.model;
             let (tx, rx) = mpsc::channel(state.settings.queue_depth);
             let ready = Ready {
