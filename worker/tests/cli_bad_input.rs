@@ -498,7 +498,14 @@ fn unknown_device_for_ndarray() {
     let out = generate(
         &dir.0,
         &tiny_model(),
-        &args!["--device", "cuda:0", "--prompt", "Hello"],
+        &args![
+            "--backend",
+            "ndarray",
+            "--device",
+            "cuda:0",
+            "--prompt",
+            "Hello"
+        ],
     );
     assert_fails(&out, &["ndarray", "'cuda:0'", "cpu"]);
 }

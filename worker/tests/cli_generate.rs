@@ -45,7 +45,9 @@ fn expect_success(out: &Output) -> (String, String) {
     (stdout, stderr)
 }
 
-/// `rbees generate --json` on the tiny model with `extra` flags.
+/// `rbees generate --json` on the tiny model with `extra` flags, on the
+/// ndarray reference (the llama.cpp fixtures' tolerances are its own; the
+/// default `auto` would pick the cpu backend).
 #[track_caller]
 fn generate_json(extra: &[&str]) -> Value {
     let model = tiny_model();
@@ -53,6 +55,8 @@ fn generate_json(extra: &[&str]) -> Value {
         "generate",
         "--model",
         model.to_str().unwrap(),
+        "--backend",
+        "ndarray",
         "--ignore-eos",
         "--json",
     ];
@@ -332,6 +336,8 @@ fn streaming_prints_the_text_and_a_timing_line() {
         "generate",
         "--model",
         model.to_str().unwrap(),
+        "--backend",
+        "ndarray",
         "--ignore-eos",
     ];
     args.extend_from_slice(&greedy);

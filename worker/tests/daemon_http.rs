@@ -25,7 +25,8 @@ fn health_ready_and_metrics() {
     let h = w.get_json("/health");
     assert_eq!(h["status"], "ok", "{h}");
     assert_eq!(h["state"], "ready");
-    assert_eq!(h["backend"], "ndarray");
+    // `auto`, the default, picks the cpu backend for the tiny F32 model.
+    assert_eq!(h["backend"], "cpu");
     assert_eq!(h["device"], "cpu");
     assert_eq!(h["model"], "tiny-llama2-f32");
     assert_eq!(h["worker_id"], "w-test");
@@ -463,7 +464,7 @@ fn ready_callback_reaches_the_pool_manager_and_heartbeats_follow() {
     assert_eq!(path, "/workers/ready");
     assert_eq!(body["worker_id"], "w-test");
     assert_eq!(body["url"], json!(w.base));
-    assert_eq!(body["backend"], "ndarray");
+    assert_eq!(body["backend"], "cpu");
     assert_eq!(body["device"], "cpu");
     assert_eq!(body["vram_bytes"], 0);
     assert!(

@@ -96,16 +96,19 @@ pub fn matmul(pool: &Pool, k: &Kernels, x: &CpuTensor, w: &CpuWeight) -> Result<
             } else {
                 k.bf16
             };
+            let rows = match storage {
+                Storage::F32(values) => FloatRows::F32(values),
+                Storage::Blocks(bytes) => FloatRows::Half(bytes),
+                _ => return Err(layout_error(w)),
+            };
             pool.collect_column_bands(m, n, band, work, |_, out| {
                 let mut column = vec![0f32; m];
                 for j in 0..out.count() {
                     let r = out.first() + j;
                     for (v, xr) in column.iter_mut().zip(x.data.chunks_exact(kd)) {
-                        *v = match storage {
-                            Storage::F32(wv) => (k.f32)(&wv[r * kd..(r + 1) * kd], xr),
-                            Storage::Blocks(bytes) => half_dot(&bytes[r * rb..(r + 1) * rb], xr),
-                            // only quantised weights are interleaved
-                            Storage::X8(_) | Storage::Q4Kx8(_) => 0.0,
+                        *v = match rows {
+                            FloatRows::F32(wv) => (k.f32)(&wv[r * kd..(r + 1) * kd], xr),
+                            FloatRows::Half(bytes) => half_dot(&bytes[r * rb..(r + 1) * rb], xr),
                         };
                     }
                     out.set_column(j, &column);
@@ -127,17 +130,21 @@ pub fn matmul(pool: &Pool, k: &Kernels, x: &CpuTensor, w: &CpuWeight) -> Result<
                 }
             }
             let row = |i: usize| &acts[i * nb..(i + 1) * nb];
+            let layout = match storage {
+                Storage::Blocks(bytes) => Layout::Rows(bytes),
+                Storage::Q4Kx8(packed) => Layout::Groups(packed),
+                _ => return Err(layout_error(w)),
+            };
             // Bands of interleaved weights hold whole groups of eight rows.
-            let band = if matches!(storage, Storage::Q4Kx8(_)) {
-                band.next_multiple_of(q4_kx8::ROWS)
-            } else {
-                band
+            let band = match layout {
+                Layout::Groups(_) => band.next_multiple_of(q4_kx8::ROWS),
+                Layout::Rows(_) => band,
             };
             pool.collect_column_bands(m, n, band, work, |_, out| {
                 let (first, count) = (out.first(), out.count());
-                let bytes: &[u8] = match storage {
-                    Storage::Blocks(bytes) => &bytes[first * rb..(first + count) * rb],
-                    Storage::Q4Kx8(packed) => {
+                let bytes: &[u8] = match layout {
+                    Layout::Rows(bytes) => &bytes[first * rb..(first + count) * rb],
+                    Layout::Groups(packed) => {
                         let group_bytes = nb * q4_kx8::GROUP_BLOCK;
                         let groups = &packed[first / q4_kx8::ROWS * group_bytes..]
                             [..count / q4_kx8::ROWS * group_bytes];
@@ -151,7 +158,6 @@ pub fn matmul(pool: &Pool, k: &Kernels, x: &CpuTensor, w: &CpuWeight) -> Result<
                         );
                         return;
                     }
-                    _ => return, // K-quants are stored as blocks or interleaved
                 };
                 if m == 1 {
                     // Decode: the whole band in one kernel call.
@@ -189,7 +195,12 @@ pub fn matmul(pool: &Pool, k: &Kernels, x: &CpuTensor, w: &CpuWeight) -> Result<
                 }
             };
             let (dot, dot_rows, dot4, dot8): (QuantDot, QuantRows, QuantDot4, QuantDot8) = kernels;
-            let interleaved = matches!(storage, Storage::X8(_));
+            let layout = match storage {
+                Storage::Blocks(bytes) => Layout::Rows(bytes),
+                Storage::X8(packed) => Layout::Groups(packed),
+                _ => return Err(layout_error(w)),
+            };
+            let interleaved = matches!(layout, Layout::Groups(_));
             let acts = QuantActs::new(k, x, !interleaved);
             // Bands of interleaved weights hold whole groups of eight rows.
             let band = if interleaved {
@@ -215,9 +226,9 @@ pub fn matmul(pool: &Pool, k: &Kernels, x: &CpuTensor, w: &CpuWeight) -> Result<
             let groups: Vec<Q8x4<'_>> = (0..acts.groups.len()).map(|g| acts.group(g)).collect();
             pool.collect_column_bands(m, n, band, work, |_, out| {
                 let (first, count) = (out.first(), out.count());
-                let bytes: &[u8] = match storage {
-                    Storage::Blocks(bytes) => &bytes[first * rb..(first + count) * rb],
-                    Storage::X8(packed) => {
+                let bytes: &[u8] = match layout {
+                    Layout::Rows(bytes) => &bytes[first * rb..(first + count) * rb],
+                    Layout::Groups(packed) => {
                         // Eight weight rows per activation load, one
                         // activation row (decode) or four at a time.
                         interleaved_rows(
@@ -233,7 +244,6 @@ pub fn matmul(pool: &Pool, k: &Kernels, x: &CpuTensor, w: &CpuWeight) -> Result<
                         );
                         return;
                     }
-                    _ => return, // these types are stored as blocks or interleaved
                 };
                 if m == 1 {
                     // Decode: the whole band in one kernel call.
@@ -250,6 +260,31 @@ pub fn matmul(pool: &Pool, k: &Kernels, x: &CpuTensor, w: &CpuWeight) -> Result<
         }
     };
     Ok(CpuTensor::new(m, n, out))
+}
+
+/// Rows of a float weight matrix.
+#[derive(Clone, Copy)]
+enum FloatRows<'a> {
+    F32(&'a [f32]),
+    /// F16 or BF16 bytes.
+    Half(&'a [u8]),
+}
+
+/// Rows of a quantised weight matrix: plain GGUF block rows, or groups of
+/// eight interleaved rows.
+#[derive(Clone, Copy)]
+enum Layout<'a> {
+    Rows(&'a [u8]),
+    Groups(&'a [u8]),
+}
+
+/// A weight whose storage does not fit its type: `CpuWeight::from_host`
+/// never builds one, so this is a bug, reported rather than computed.
+fn layout_error(w: &CpuWeight) -> BackendError {
+    BackendError::Other(format!(
+        "matmul: {} weight stored in a layout its kernels do not read",
+        w.dtype
+    ))
 }
 
 /// Activation rows per pass over a band of interleaved groups: a pass's
