@@ -292,11 +292,11 @@ impl Pool {
     {
         let band = band.max(1);
         let mut out = vec![0f32; rows * cols];
-        let ptr = SendPtr(out.as_mut_ptr());
+        let shared = Shared::new(&mut out);
         self.run(cols.div_ceil(band), work, &|b| {
             let first = b * band;
             let mut view = BandOut {
-                ptr: ptr.get(),
+                ptr: shared.ptr(),
                 cols,
                 rows,
                 first,
@@ -351,27 +351,14 @@ impl BandOut<'_> {
     }
 }
 
-/// The result's address, shared by the bands (each writes its own columns).
-struct SendPtr(*mut f32);
-
-// SAFETY: see `BandOut::row`: the bands never write the same element.
-unsafe impl Sync for SendPtr {}
-
-impl SendPtr {
-    /// (A method, so closures capture the `Sync` wrapper, not the pointer.)
-    fn get(&self) -> *mut f32 {
-        self.0
-    }
-}
-
 /// A mutable slice that tasks write in disjoint ranges.
 struct Shared {
     ptr: *mut f32,
     len: usize,
 }
 
-// SAFETY: every user hands each range to one task only (see the callers),
-// so threads never share an element.
+// SAFETY: every user hands each range (or, through `BandOut`, each band of
+// columns) to one task only, so threads never share an element.
 unsafe impl Sync for Shared {}
 
 impl Shared {
@@ -380,6 +367,12 @@ impl Shared {
             ptr: out.as_mut_ptr(),
             len: out.len(),
         }
+    }
+
+    /// The slice's address. (A method, so closures capture the `Sync`
+    /// wrapper, not the pointer.)
+    fn ptr(&self) -> *mut f32 {
+        self.ptr
     }
 
     /// # Safety
