@@ -3,8 +3,8 @@
 
 use serde::Deserialize;
 
-/// `[worker]`: daemon settings. Every field is optional; see [`WorkerSettings`]
-/// for the defaults.
+/// `[worker]`: daemon settings. Every field is optional; see
+/// [`Settings`](super::state::Settings) for the defaults.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct WorkerSection {
