@@ -65,6 +65,34 @@ pub enum Case {
         pos0: usize,
         shape: AttentionShape,
     },
+    /// Causal probabilities (zero past each row's position) times the
+    /// cached values.
+    AttentionWeightedSum {
+        seq: usize,
+        pos0: usize,
+        shape: AttentionShape,
+    },
+    /// Rows `start..start + len` of a `[rows, cols]` tensor.
+    Rows {
+        rows: usize,
+        cols: usize,
+        start: usize,
+        len: usize,
+    },
+    /// `pos0` positions appended, then `seq` more; the cache read back
+    /// through the scores of random queries (every key) and a weighted sum
+    /// with one-hot probabilities (value rows as stored).
+    KvAppend {
+        seq: usize,
+        pos0: usize,
+        shape: AttentionShape,
+    },
+    /// A batch of three sequences appended into their own caches at `pos0`
+    /// (over rows an earlier step left there), read back as in `KvAppend`.
+    KvAppendBatch {
+        seqs: [(usize, usize); 3],
+        shape: AttentionShape,
+    },
     SwiGlu {
         rows: usize,
         cols: usize,
@@ -114,6 +142,10 @@ impl Case {
             Case::Mul { .. } => Op::Mul,
             Case::AttentionScores { .. } => Op::AttentionScores,
             Case::Attention { .. } => Op::Attention,
+            Case::AttentionWeightedSum { .. } => Op::AttentionWeightedSum,
+            Case::Rows { .. } => Op::Rows,
+            Case::KvAppend { .. } => Op::KvAppend,
+            Case::KvAppendBatch { .. } => Op::KvAppendBatch,
             Case::SwiGlu { .. } => Op::SwiGlu,
             Case::ConcatRows { .. } => Op::ConcatRows,
             Case::RopeBatch { .. } => Op::RopeBatch,
@@ -158,7 +190,20 @@ impl Case {
             }
             Case::MatMul { m, n, k, dtype } => format!("{dtype} m={m} n={n} k={k}"),
             Case::Embedding { vocab, dim, dtype } => format!("{dtype} vocab={vocab} dim={dim}"),
-            Case::AttentionScores { seq, pos0, shape } | Case::Attention { seq, pos0, shape } => {
+            Case::Rows {
+                rows,
+                cols,
+                start,
+                len,
+            } => format!("rows={rows} cols={cols} start={start} len={len}"),
+            Case::KvAppendBatch { seqs, shape } => format!(
+                "seqs(rows, pos0)={seqs:?} heads={}/{} head_dim={}",
+                shape.n_heads, shape.n_kv_heads, shape.head_dim
+            ),
+            Case::AttentionScores { seq, pos0, shape }
+            | Case::Attention { seq, pos0, shape }
+            | Case::AttentionWeightedSum { seq, pos0, shape }
+            | Case::KvAppend { seq, pos0, shape } => {
                 format!(
                     "seq={seq} pos0={pos0} heads={}/{} head_dim={}",
                     shape.n_heads, shape.n_kv_heads, shape.head_dim
@@ -244,6 +289,43 @@ impl Case {
                 let (q, cache) = attention_inputs(b, seq, pos0, shape)?;
                 b.attention(&q, &cache, pos0, shape)?
             }
+            Case::AttentionWeightedSum { seq, pos0, shape } => {
+                let (_, cache) = attention_inputs(b, seq, pos0, shape)?;
+                let probs = causal_probs(b, seq, pos0, shape)?;
+                b.attention_weighted_sum(&probs, &cache, pos0, shape)?
+            }
+            Case::Rows {
+                rows,
+                cols,
+                start,
+                len,
+            } => b.rows(&act(rows, cols, 26)?, start, len)?,
+            Case::KvAppend { seq, pos0, shape } => {
+                let (q, cache) = attention_inputs(b, seq, pos0, shape)?;
+                read_back(b, &q, &cache, seq, pos0, shape)?
+            }
+            Case::KvAppendBatch { seqs, shape } => {
+                let mut caches = Vec::new();
+                for (i, &(len, pos0)) in seqs.iter().enumerate() {
+                    // Earlier steps filled `pos0 + len`; the batch writes its rows over the last `len`.
+                    let (_, cache) =
+                        attention_inputs_seeded(b, len, pos0, shape, 40 + 3 * i as u64)?;
+                    caches.push(cache);
+                }
+                let rows = seqs.iter().map(|(n, _)| n).sum();
+                let width = shape.n_kv_heads * shape.head_dim;
+                let (k, v) = (act(rows, width, 27)?, act(rows, width, 28)?);
+                let q = act(rows, shape.n_heads * shape.head_dim, 29)?;
+                let spans = spans(&seqs);
+                let mut refs: Vec<&mut B::KvCache> = caches.iter_mut().collect();
+                b.kv_append_batch(&mut refs, &k, &v, &spans)?;
+                let mut parts = Vec::new();
+                for (s, cache) in spans.iter().zip(&caches) {
+                    let q = b.rows(&q, s.start, s.len)?;
+                    parts.push(read_back(b, &q, cache, s.len, s.pos0, shape)?);
+                }
+                b.concat_rows(&parts.iter().collect::<Vec<_>>())?
+            }
             Case::ConcatRows { rows, cols } => {
                 let parts = [
                     act(rows[0], cols, 18)?,
@@ -298,6 +380,54 @@ impl Case {
 
 fn other(e: String) -> rbees_core::BackendError {
     rbees_core::BackendError::Other(e)
+}
+
+/// `[n_heads * seq, pos0 + seq]` probabilities as a causal softmax leaves
+/// them: positive up to each row's position, zero after it.
+fn causal_probs<B: Backend>(
+    b: &B,
+    seq: usize,
+    pos0: usize,
+    shape: AttentionShape,
+) -> Result<B::Tensor> {
+    let total = pos0 + seq;
+    let mut probs = values(shape.n_heads * seq * total, 25, 1.0);
+    for (r, row) in probs.chunks_exact_mut(total).enumerate() {
+        let i = r % seq.max(1);
+        for (j, p) in row.iter_mut().enumerate() {
+            *p = if j <= pos0 + i { p.abs() } else { 0.0 };
+        }
+    }
+    b.upload(&probs, shape.n_heads * seq, total)
+}
+
+/// A cache of `pos0 + seq` positions read back: the scores of the `seq`
+/// queries `q` (every key up to each row's position), then a weighted sum
+/// with one-hot probabilities, row `r` picking position `r % (pos0 + seq)`
+/// (value rows as stored), stacked.
+fn read_back<B: Backend>(
+    b: &B,
+    q: &B::Tensor,
+    cache: &B::KvCache,
+    seq: usize,
+    pos0: usize,
+    shape: AttentionShape,
+) -> Result<B::Tensor> {
+    let total = pos0 + seq;
+    let scores = b.attention_scores(q, cache, pos0, shape)?;
+    let rows = shape.n_heads * seq;
+    let mut one_hot = vec![0f32; rows * total];
+    for (r, row) in one_hot.chunks_exact_mut(total).enumerate() {
+        row[r % total] = 1.0;
+    }
+    let values = b.attention_weighted_sum(&b.upload(&one_hot, rows, total)?, cache, pos0, shape)?;
+    // Scores are [rows, total]; values [seq, n_heads * head_dim]: stack
+    // them as one [.., 1] column.
+    let scores = b.download(&scores)?;
+    let values = b.download(&values)?;
+    let all: Vec<f32> = scores.into_iter().chain(values).collect();
+    let n = all.len();
+    b.upload(&all, n, 1)
 }
 
 /// A query block and a cache holding `pos0` earlier positions plus the block's own.

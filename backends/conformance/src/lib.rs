@@ -112,6 +112,16 @@ pub fn all_cases(options: &Options) -> Vec<Case> {
                 pos0,
                 shape: att,
             });
+            cases.push(Case::AttentionWeightedSum {
+                seq,
+                pos0,
+                shape: att,
+            });
+            cases.push(Case::KvAppend {
+                seq,
+                pos0,
+                shape: att,
+            });
         }
         // Batches of sequences: a decode row, a prompt chunk at 0 and one
         // past earlier positions.
@@ -125,6 +135,13 @@ pub fn all_cases(options: &Options) -> Vec<Case> {
             });
         }
         cases.push(Case::AttentionBatch { seqs, shape: att });
+        cases.push(Case::KvAppendBatch { seqs, shape: att });
+        cases.push(Case::Rows {
+            rows: 34,
+            cols: dim,
+            start: 17,
+            len: 16,
+        });
         cases.push(Case::ConcatRows {
             rows: [1, 17, 16],
             cols: dim,
@@ -339,5 +356,23 @@ fn compare_case<B: Backend>(case: &Case, backend: &B, reference: &NdarrayBackend
             }
         }
         Err(e) => Outcome::Error(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_op_of_the_trait_has_a_case() {
+        for quick in [false, true] {
+            let cases = all_cases(&Options { quick });
+            for op in Op::ALL {
+                assert!(
+                    cases.iter().any(|c| c.op() == op),
+                    "no conformance case for {op} (quick: {quick})"
+                );
+            }
+        }
     }
 }
