@@ -46,6 +46,19 @@ fn generate(model: &Path, extra: &[&str]) -> (Value, String) {
     (json, stderr)
 }
 
+/// `rbees generate` on `model` with `extra` flags, expected to fail cleanly:
+/// its stderr.
+fn generate_fails(model: &Path, extra: &[&str]) -> String {
+    let model = model.to_str().expect("utf-8 path");
+    let mut args = vec!["generate", "--model", model, "--prompt-ids", "1"];
+    args.extend_from_slice(extra);
+    let out = rbees(&args);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    stderr
+}
+
 struct RemoveOnDrop(PathBuf);
 
 impl Drop for RemoveOnDrop {
@@ -98,17 +111,7 @@ fn auto_passes_over_cpu_for_a_weight_type_it_lacks_and_says_why() {
         "{stderr}"
     );
     // The same model with the cpu backend named is a clear load error.
-    let out = rbees(&[
-        "generate",
-        "--model",
-        model.to_str().expect("utf-8 path"),
-        "--prompt-ids",
-        "1",
-        "--backend",
-        "cpu",
-    ]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let stderr = generate_fails(&model, &["--backend", "cpu"]);
     assert!(stderr.contains("Q2_K"), "{stderr}");
 }
 
@@ -119,21 +122,10 @@ fn auto_on_a_device_nothing_here_can_use_lists_every_reason() {
         return;
     }
     let model = repo_root().join("testdata/models/tiny-llama2-q8_0.gguf");
-    let out = rbees(&[
-        "generate",
-        "--model",
-        model.to_str().expect("utf-8 path"),
-        "--prompt-ids",
-        "1",
-        "--device",
-        "cuda:0",
-    ]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{stderr}");
+    let stderr = generate_fails(&model, &["--device", "cuda:0"]);
     assert!(
         stderr.contains("backend 'auto' found no built-in backend"),
         "{stderr}"
     );
     assert!(stderr.contains("cuda-kernels: "), "{stderr}");
-    assert!(!stderr.contains("panicked"), "{stderr}");
 }

@@ -305,20 +305,7 @@ impl Case {
                 read_back(b, &q, &cache, seq, pos0, shape)?
             }
             Case::KvAppendBatch { seqs, shape } => {
-                let mut caches = Vec::new();
-                for (i, &(len, pos0)) in seqs.iter().enumerate() {
-                    // Earlier steps filled `pos0 + len`; the batch writes its rows over the last `len`.
-                    let (_, cache) =
-                        attention_inputs_seeded(b, len, pos0, shape, 40 + 3 * i as u64)?;
-                    caches.push(cache);
-                }
-                let rows = seqs.iter().map(|(n, _)| n).sum();
-                let width = shape.n_kv_heads * shape.head_dim;
-                let (k, v) = (act(rows, width, 27)?, act(rows, width, 28)?);
-                let q = act(rows, shape.n_heads * shape.head_dim, 29)?;
-                let spans = spans(&seqs);
-                let mut refs: Vec<&mut B::KvCache> = caches.iter_mut().collect();
-                b.kv_append_batch(&mut refs, &k, &v, &spans)?;
+                let (q, caches, spans) = batch_appended(b, &seqs, shape, [40, 27, 28, 29])?;
                 let mut parts = Vec::new();
                 for (s, cache) in spans.iter().zip(&caches) {
                     let q = b.rows(&q, s.start, s.len)?;
@@ -356,20 +343,7 @@ impl Case {
                 )?
             }
             Case::AttentionBatch { seqs, shape } => {
-                // Each sequence's earlier positions, as its earlier steps left them.
-                let mut caches = Vec::new();
-                for (i, &(len, pos0)) in seqs.iter().enumerate() {
-                    let (_, cache) =
-                        attention_inputs_seeded(b, len, pos0, shape, 30 + 3 * i as u64)?;
-                    caches.push(cache);
-                }
-                let rows = seqs.iter().map(|(n, _)| n).sum();
-                let width = shape.n_kv_heads * shape.head_dim;
-                let (k, v) = (act(rows, width, 22)?, act(rows, width, 23)?);
-                let q = act(rows, shape.n_heads * shape.head_dim, 24)?;
-                let spans = spans(&seqs);
-                let mut refs: Vec<&mut B::KvCache> = caches.iter_mut().collect();
-                b.kv_append_batch(&mut refs, &k, &v, &spans)?;
+                let (q, caches, spans) = batch_appended(b, &seqs, shape, [30, 22, 23, 24])?;
                 let refs: Vec<&B::KvCache> = caches.iter().collect();
                 b.attention_batch(&q, &refs, &spans, shape)?
             }
@@ -380,6 +354,34 @@ impl Case {
 
 fn other(e: String) -> rbees_core::BackendError {
     rbees_core::BackendError::Other(e)
+}
+
+/// A batch of `(rows, pos0)` sequences appended into their own caches: each
+/// cache holds `pos0 + rows` positions as earlier steps left them (seeds from
+/// `seeds[0]`), then the batch's keys and values (`seeds[1]`, `seeds[2]`)
+/// are appended over the last `rows`. Returns the batch's queries
+/// (`seeds[3]`), the caches and the spans.
+#[allow(clippy::type_complexity)]
+fn batch_appended<B: Backend>(
+    b: &B,
+    seqs: &[(usize, usize)],
+    shape: AttentionShape,
+    seeds: [u64; 4],
+) -> Result<(B::Tensor, Vec<B::KvCache>, Vec<SeqSpan>)> {
+    let mut caches = Vec::new();
+    for (i, &(len, pos0)) in seqs.iter().enumerate() {
+        let (_, cache) = attention_inputs_seeded(b, len, pos0, shape, seeds[0] + 3 * i as u64)?;
+        caches.push(cache);
+    }
+    let rows: usize = seqs.iter().map(|(n, _)| n).sum();
+    let width = shape.n_kv_heads * shape.head_dim;
+    let act = |cols: usize, seed: u64| b.upload(&values(rows * cols, seed, 1.0), rows, cols);
+    let (k, v) = (act(width, seeds[1])?, act(width, seeds[2])?);
+    let q = act(shape.n_heads * shape.head_dim, seeds[3])?;
+    let spans = spans(seqs);
+    let mut refs: Vec<&mut B::KvCache> = caches.iter_mut().collect();
+    b.kv_append_batch(&mut refs, &k, &v, &spans)?;
+    Ok((q, caches, spans))
 }
 
 /// `[n_heads * seq, pos0 + seq]` probabilities as a causal softmax leaves

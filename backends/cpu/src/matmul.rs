@@ -218,8 +218,11 @@ pub fn matmul(pool: &Pool, k: &Kernels, x: &CpuTensor, w: &CpuWeight) -> Result<
             // (Only Q4_0 rows have an offset to undo with sums.)
             let sums_of = |i: usize| sums.get(i * nb..(i + 1) * nb).unwrap_or(&[]);
             let (x8_rows, x8_four) = match dtype {
-                WeightDType::Q8_0 => (k.q8_0x8_rows, k.q8_0x8_x4),
+                WeightDType::Q4_0 => (k.q4_0x8_rows, k.q4_0x8_x4),
                 WeightDType::Q4_1 => (k.q4_1x8_rows, k.q4_1x8_x4),
+                WeightDType::Q8_0 => (k.q8_0x8_rows, k.q8_0x8_x4),
+                _ if interleaved => return Err(layout_error(w)),
+                // Plain rows never read these.
                 _ => (k.q4_0x8_rows, k.q4_0x8_x4),
             };
             // Built once per call, not once per weight row.

@@ -12,6 +12,7 @@
 use std::arch::x86_64::*;
 
 use super::avx2::dot_u8_i8_acc;
+use super::each_group;
 use crate::quant::x8::{group_block, ROWS};
 use crate::quant::{q4_0, q4_1, q4_kx8, q8_0, BlockQ8, BlockQ8K};
 
@@ -26,18 +27,12 @@ const Q8_0_GROUP: usize = group_block(q8_0::BLOCK_BYTES);
 /// as are the other functions here.
 pub fn rows_q4_0x8(w: &[u8], x: &[BlockQ8], sums: &[i32], out: &mut [f32]) {
     let nb = x.len().min(sums.len());
-    let group_bytes = nb * Q4_0_GROUP;
-    for (o, g) in out
-        .chunks_exact_mut(ROWS)
-        .zip(w.chunks_exact(group_bytes.max(1)))
-    {
+    each_group(w, nb * Q4_0_GROUP, out, |g| {
         // SAFETY: AVX2/FMA/F16C are present (see above); the group holds
-        // `nb` blocks, as do `x` and `sums`; `o` has room for 8 values.
-        unsafe {
-            let [acc] = group_q4_0::<1>(g.as_ptr(), [x.as_ptr()], [sums.as_ptr()], nb);
-            _mm256_storeu_ps(o.as_mut_ptr(), acc);
-        }
-    }
+        // `nb` blocks, as do `x` and `sums`.
+        let [acc] = unsafe { group_q4_0::<1>(g.as_ptr(), [x.as_ptr()], [sums.as_ptr()], nb) };
+        store8(acc)
+    });
 }
 
 /// One group of eight rows against four activation rows (prompts): the
@@ -154,17 +149,11 @@ unsafe fn nibble_dot(lo: &[__m256i; 4], hi: &[__m256i; 4], yq: *const i8) -> __m
 /// activations (`sums` unused: `s` of each activation block carries them).
 pub fn rows_q4_1x8(w: &[u8], x: &[BlockQ8], _sums: &[i32], out: &mut [f32]) {
     let nb = x.len();
-    let group_bytes = nb * Q4_1_GROUP;
-    for (o, g) in out
-        .chunks_exact_mut(ROWS)
-        .zip(w.chunks_exact(group_bytes.max(1)))
-    {
+    each_group(w, nb * Q4_1_GROUP, out, |g| {
         // SAFETY: as in `rows_q4_0x8`.
-        unsafe {
-            let [acc] = group_q4_1::<1>(g.as_ptr(), [x.as_ptr()], nb);
-            _mm256_storeu_ps(o.as_mut_ptr(), acc);
-        }
-    }
+        let [acc] = unsafe { group_q4_1::<1>(g.as_ptr(), [x.as_ptr()], nb) };
+        store8(acc)
+    });
 }
 
 /// One group of eight Q4_1 rows against four activation rows (prompts).
@@ -212,17 +201,11 @@ unsafe fn group_q4_1<const R: usize>(
 /// activations (`sums` unused: the weights are signed, no offset to undo).
 pub fn rows_q8_0x8(w: &[u8], x: &[BlockQ8], _sums: &[i32], out: &mut [f32]) {
     let nb = x.len();
-    let group_bytes = nb * Q8_0_GROUP;
-    for (o, g) in out
-        .chunks_exact_mut(ROWS)
-        .zip(w.chunks_exact(group_bytes.max(1)))
-    {
+    each_group(w, nb * Q8_0_GROUP, out, |g| {
         // SAFETY: as in `rows_q4_0x8`.
-        unsafe {
-            let [acc] = group_q8_0::<1>(g.as_ptr(), [x.as_ptr()], nb);
-            _mm256_storeu_ps(o.as_mut_ptr(), acc);
-        }
-    }
+        let [acc] = unsafe { group_q8_0::<1>(g.as_ptr(), [x.as_ptr()], nb) };
+        store8(acc)
+    });
 }
 
 /// One group of eight Q8_0 rows against four activation rows (prompts).
@@ -276,17 +259,11 @@ unsafe fn group_q8_0<const R: usize>(
 /// against one row of Q8_K activations; eight results per group.
 pub fn rows_q4_kx8(w: &[u8], x: &[BlockQ8K], out: &mut [f32]) {
     let nb = x.len();
-    let group_bytes = nb * q4_kx8::GROUP_BLOCK;
-    for (o, g) in out
-        .chunks_exact_mut(ROWS)
-        .zip(w.chunks_exact(group_bytes.max(1)))
-    {
+    each_group(w, nb * q4_kx8::GROUP_BLOCK, out, |g| {
         // SAFETY: as in `rows_q4_0x8`.
-        unsafe {
-            let [acc] = group_q4_k::<1>(g.as_ptr(), [x.as_ptr()], nb);
-            _mm256_storeu_ps(o.as_mut_ptr(), acc);
-        }
-    }
+        let [acc] = unsafe { group_q4_k::<1>(g.as_ptr(), [x.as_ptr()], nb) };
+        store8(acc)
+    });
 }
 
 /// One group of eight Q4_K rows against four activation rows (prompts).

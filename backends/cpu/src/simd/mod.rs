@@ -188,7 +188,12 @@ fn rows_with<B>(dot: fn(&[u8], &[B]) -> f32, w: &[u8], row_bytes: usize, x: &[B]
 }
 
 /// Eight results per group of `group_bytes` bytes of `w`, into `out`.
-fn each_group(w: &[u8], group_bytes: usize, out: &mut [f32], dot: impl Fn(&[u8]) -> [f32; 8]) {
+pub(super) fn each_group(
+    w: &[u8],
+    group_bytes: usize,
+    out: &mut [f32],
+    dot: impl Fn(&[u8]) -> [f32; 8],
+) {
     for (o, g) in out
         .chunks_exact_mut(8)
         .zip(w.chunks_exact(group_bytes.max(1)))
