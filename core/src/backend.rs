@@ -80,6 +80,12 @@ pub trait Backend: Send + Sync + Sized + 'static {
     fn name(&self) -> &'static str;
     /// The device in use, e.g. `"cpu"`.
     fn device(&self) -> String;
+    /// Bytes of device memory in use on a GPU device, as its driver counts
+    /// them (the whole device, every process); `None` for host memory,
+    /// which the process's resident size measures.
+    fn device_memory_used(&self) -> Option<u64> {
+        None
+    }
     /// Can this backend run `op` (on weights of `dtype`, for ops that take a
     /// weight)? Fused ops answer [`Support::Composed`] unless overridden.
     fn supports(&self, op: Op, dtype: Option<WeightDType>) -> Support;

@@ -38,6 +38,31 @@ impl BackendDescriptor {
                 None => *pattern == device,
             })
     }
+
+    /// The device a bare ordinal means on this backend, as pool managers
+    /// pass `--device N`: `cuda:N` where the backend runs on CUDA devices,
+    /// `cpu` for 0 on a CPU-only backend (the only CPU there is), an error
+    /// for any other number there. Any other device string is returned as is.
+    pub fn resolve_device(&self, device: &str) -> Result<String, String> {
+        if device.is_empty() || !device.bytes().all(|b| b.is_ascii_digit()) {
+            return Ok(device.to_string());
+        }
+        let n: u32 = device
+            .parse()
+            .map_err(|_| format!("device ordinal '{device}' is too large"))?;
+        let cuda = format!("cuda:{n}");
+        if self.declares(&cuda) {
+            Ok(cuda)
+        } else if n == 0 && self.declares("cpu") {
+            Ok("cpu".to_string())
+        } else {
+            Err(format!(
+                "device {n} is a GPU ordinal, but backend '{}' runs on {} only; use device 0 or cpu",
+                self.name,
+                self.devices.join(", ")
+            ))
+        }
+    }
 }
 
 /// Every backend linked into this binary, most preferred first (see
@@ -81,5 +106,29 @@ mod tests {
         ] {
             assert!(!d.declares(no), "{no}");
         }
+    }
+
+    #[test]
+    fn a_bare_ordinal_is_a_cuda_device_or_the_cpu() {
+        let gpu = BackendDescriptor {
+            name: "g",
+            description: "",
+            devices: &["cpu", "cuda:N"],
+            probe: |_| Ok(()),
+            preference: 0,
+        };
+        let cpu = BackendDescriptor {
+            devices: &["cpu"],
+            name: "c",
+            ..gpu
+        };
+        assert_eq!(gpu.resolve_device("0").unwrap(), "cuda:0");
+        assert_eq!(gpu.resolve_device("3").unwrap(), "cuda:3");
+        assert_eq!(gpu.resolve_device("cpu").unwrap(), "cpu");
+        assert_eq!(cpu.resolve_device("0").unwrap(), "cpu");
+        assert_eq!(cpu.resolve_device("cuda:1").unwrap(), "cuda:1");
+        let e = cpu.resolve_device("1").unwrap_err();
+        assert!(e.contains("GPU ordinal") && e.contains("'c'"), "{e}");
+        assert!(cpu.resolve_device("99999999999").is_err());
     }
 }

@@ -198,12 +198,17 @@ pub fn config_toml(data: &[u8]) {
 /// a request or a list of field errors, never a panic; an accepted request
 /// satisfies every documented range.
 pub fn execute_request(data: &[u8]) {
-    // The context bounds max_tokens; vary it with the first byte.
+    // The context bounds max_tokens; vary it, and the route, with the first byte.
     let (context, body) = match data.split_first() {
         Some((&c, rest)) => (1 + c as usize * 16, rest),
         None => (2048, data),
     };
-    match validate::execute(body, context) {
+    let route = if context % 32 == 1 {
+        validate::Route::Execute
+    } else {
+        validate::Route::Inference
+    };
+    match validate::execute(body, context, route) {
         Ok(r) => {
             assert!(!r.job_id.is_empty() && r.job_id.len() <= MAX_JOB_ID_LEN);
             assert!(!r.job_id.chars().any(char::is_control));

@@ -50,10 +50,11 @@ pub struct SeqChunk<'a> {
     pub slot: usize,
     pub pos0: usize,
     pub ids: &'a [u32],
-    /// Return the logits of the chunk's last position (a sequence about to
-    /// sample); a prompt chunk that is not the prompt's last skips the
-    /// output projection.
-    pub logits: bool,
+    /// How many of the chunk's last positions get logits: 1 for a sequence
+    /// about to sample, 0 for a prompt chunk that is not the prompt's last
+    /// (it skips the output projection), more for scoring text
+    /// (perplexity). At most `ids.len()`.
+    pub logits: usize,
 }
 
 /// A Llama-architecture model loaded on backend `B`, with one KV cache per
@@ -270,7 +271,21 @@ impl<B: Backend> Llama<B> {
             slot: 0,
             pos0,
             ids,
-            logits: true,
+            logits: 1,
+        };
+        let mut logits = self.forward_impl(&[chunk], None)?;
+        Ok(logits.pop().flatten().unwrap_or_default())
+    }
+
+    /// Runs `ids` at positions `pos0..` like [`Llama::forward`] and returns
+    /// the logits of the last `n` positions, row after row (`n × vocab`):
+    /// what scoring a text needs.
+    pub fn forward_last(&mut self, ids: &[u32], pos0: usize, n: usize) -> Result<Vec<f32>> {
+        let chunk = SeqChunk {
+            slot: 0,
+            pos0,
+            ids,
+            logits: n,
         };
         let mut logits = self.forward_impl(&[chunk], None)?;
         Ok(logits.pop().flatten().unwrap_or_default())
@@ -302,7 +317,7 @@ impl<B: Backend> Llama<B> {
             slot: 0,
             pos0,
             ids,
-            logits: true,
+            logits: ids.len(),
         };
         let mut logits = self.forward_impl(&[chunk], Some(trace))?;
         Ok(logits.pop().flatten().unwrap_or_default())
@@ -320,6 +335,13 @@ impl<B: Backend> Llama<B> {
         for c in chunks {
             if c.ids.is_empty() {
                 return Err(ModelError::EmptyPrompt);
+            }
+            if c.logits > c.ids.len() {
+                return Err(ModelError::Batch(format!(
+                    "logits of {} positions asked for a chunk of {}",
+                    c.logits,
+                    c.ids.len()
+                )));
             }
             match used.get_mut(c.slot) {
                 None => {
@@ -450,23 +472,25 @@ impl<B: Backend> Llama<B> {
             let logits = b.download(&b.matmul(&normed, head)?)?;
             return Ok(vec![Some(logits)]);
         }
-        let wanted: Vec<usize> = spans
+        // Each chunk's last `logits` rows, as (first row, count) runs.
+        let wanted: Vec<(usize, usize)> = spans
             .iter()
             .zip(chunks)
-            .filter(|(_, ch)| ch.logits)
-            .map(|(s, _)| s.start + s.len - 1)
+            .filter(|(_, ch)| ch.logits > 0)
+            .map(|(s, ch)| (s.start + s.len - ch.logits, ch.logits))
             .collect();
         let mut out = vec![None; chunks.len()];
-        if wanted.is_empty() {
+        let rows_wanted: usize = wanted.iter().map(|w| w.1).sum();
+        if rows_wanted == 0 {
             return Ok(out);
         }
         let last = match wanted[..] {
-            _ if wanted.len() == seq => x,
-            [row] => b.rows(&x, row, 1)?,
+            _ if rows_wanted == seq => x,
+            [(row, n)] => b.rows(&x, row, n)?,
             _ => {
                 let rows = wanted
                     .iter()
-                    .map(|&r| b.rows(&x, r, 1))
+                    .map(|&(r, n)| b.rows(&x, r, n))
                     .collect::<std::result::Result<Vec<_>, _>>()?;
                 b.concat_rows(&rows.iter().collect::<Vec<_>>())?
             }
@@ -475,10 +499,12 @@ impl<B: Backend> Llama<B> {
         let head = self.output.as_ref().unwrap_or(&self.token_embd);
         let logits = b.download(&b.matmul(&normed, head)?)?;
         let vocab = self.vocab_size;
-        let mut rows = logits.chunks_exact(vocab.max(1));
+        let mut rest = logits.as_slice();
         for (slot, ch) in out.iter_mut().zip(chunks) {
-            if ch.logits {
-                *slot = rows.next().map(<[f32]>::to_vec);
+            if ch.logits > 0 {
+                let (rows, tail) = rest.split_at((ch.logits * vocab).min(rest.len()));
+                *slot = Some(rows.to_vec());
+                rest = tail;
             }
         }
         Ok(out)

@@ -84,7 +84,7 @@ fn run_batched<B: Backend>(
                     slot,
                     pos0,
                     ids: &s.ids[s.ids.len() - 1..],
-                    logits: true,
+                    logits: 1,
                 });
                 left = left.saturating_sub(1);
             }
@@ -98,7 +98,7 @@ fn run_batched<B: Backend>(
                     slot,
                     pos0: s.done,
                     ids: &s.prompt[s.done..s.done + take],
-                    logits: s.done + take == s.prompt.len(),
+                    logits: usize::from(s.done + take == s.prompt.len()),
                 });
             }
         }
@@ -196,7 +196,7 @@ fn batched_logits_equal_single_sequence_logits_bit_for_bit() {
                 slot,
                 pos0: 0,
                 ids,
-                logits: true,
+                logits: 1,
             })
             .collect();
         let together = batched.step(&chunks).expect("step runs");
@@ -223,7 +223,7 @@ fn bad_batches_are_errors() {
         slot,
         pos0,
         ids,
-        logits: true,
+        logits: 1,
     };
     let ids = [1u32, 2];
     let cases: Vec<(Vec<SeqChunk<'_>>, &str)> = vec![

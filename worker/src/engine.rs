@@ -46,6 +46,12 @@ pub trait Engine {
     fn step(&mut self, chunks: &[SeqChunk<'_>]) -> rbees_model::Result<Vec<Option<Vec<f32>>>>;
     /// The device's copy bandwidth in bytes/s (see `rbees bench`).
     fn copy_bandwidth(&self) -> rbees_core::Result<f64>;
+    /// Device memory in use on a GPU (see [`Backend::device_memory_used`]).
+    fn device_memory_used(&self) -> Option<u64>;
+    /// Like [`Engine::forward`], returning the logits of the last `n`
+    /// positions, row after row (scoring a text).
+    fn forward_last(&mut self, ids: &[u32], pos0: usize, n: usize)
+        -> rbees_model::Result<Vec<f32>>;
     fn run(
         &mut self,
         tokenizer: &Tokenizer,
@@ -94,6 +100,19 @@ impl<B: rbees_core::Backend> Engine for Llama<B> {
 
     fn copy_bandwidth(&self) -> rbees_core::Result<f64> {
         crate::bandwidth::copy_bandwidth(self.backend())
+    }
+
+    fn device_memory_used(&self) -> Option<u64> {
+        self.backend().device_memory_used()
+    }
+
+    fn forward_last(
+        &mut self,
+        ids: &[u32],
+        pos0: usize,
+        n: usize,
+    ) -> rbees_model::Result<Vec<f32>> {
+        Llama::forward_last(self, ids, pos0, n)
     }
 
     fn run(
@@ -168,21 +187,39 @@ pub fn with_backend<V: BackendVisitor>(choice: &BackendChoice, visitor: V) -> Re
             "backend '{AUTO_KIND}' picks a backend for a model when it loads; name a backend here (`rbees backends` lists them)"
         ),
     };
-    if let Err(why) = (descriptor.probe)(&choice.options.device) {
+    let options = BackendOptions {
+        device: descriptor
+            .resolve_device(&choice.options.device)
+            .map_err(anyhow::Error::msg)?,
+        ..choice.options.clone()
+    };
+    if let Err(why) = (descriptor.probe)(&options.device) {
         bail!(
             "backend '{}' cannot use device '{}': {why}",
             choice.kind,
-            choice.options.device
+            options.device
         );
     }
     match descriptor.name {
-        "ndarray" => visitor.visit(NdarrayBackend::new(&choice.options)?),
-        "candle" => visitor.visit(CandleBackend::new(&choice.options)?),
-        "cpu" => visitor.visit(CpuBackend::new(&choice.options)?),
+        "ndarray" => visitor.visit(NdarrayBackend::new(&options)?),
+        "candle" => visitor.visit(CandleBackend::new(&options)?),
+        "cpu" => visitor.visit(CpuBackend::new(&options)?),
         #[cfg(feature = "cuda")]
-        rbees_backend_cuda::NAME => visitor.visit(CudaKernelsBackend::new(&choice.options)?),
+        rbees_backend_cuda::NAME => visitor.visit(CudaKernelsBackend::new(&options)?),
         other => bail!("backend '{other}' is registered but this binary cannot construct it"),
     }
+}
+
+/// Refuses, before anything loads, a device the named built-in backend
+/// cannot take (a GPU ordinal on a CPU-only backend). Plugins and `auto`
+/// are checked when they load.
+pub fn check_device(choice: &BackendChoice) -> Result<()> {
+    if let Ok(descriptor) = rbees_core::find_descriptor(&choice.kind) {
+        descriptor
+            .resolve_device(&choice.options.device)
+            .map_err(anyhow::Error::msg)?;
+    }
+    Ok(())
 }
 
 /// A loaded model with its tokenizer.
@@ -302,11 +339,16 @@ fn load_auto(
     let device = &choice.options.device;
     let mut passed_over = Vec::new();
     // Backends for another kind of device are not candidates at all.
+    // A bare ordinal (`--device 0`) is `cuda:0` for a GPU backend and the
+    // CPU for a CPU-only one.
     let candidates = rbees_core::by_preference()
         .into_iter()
-        .filter(|d| d.declares(device));
+        .filter(|d| d.resolve_device(device).is_ok_and(|dev| d.declares(&dev)));
     for descriptor in candidates {
-        if let Err(why) = (descriptor.probe)(device) {
+        let here = descriptor
+            .resolve_device(device)
+            .map_err(anyhow::Error::msg)?;
+        if let Err(why) = (descriptor.probe)(&here) {
             passed_over.push(format!("{}: {why}", descriptor.name));
             continue;
         }

@@ -61,7 +61,7 @@ fn spawn_job(w: &Worker, body: Value) -> std::thread::JoinHandle<Vec<SseEvent>> 
 fn batched_steps(w: &Worker) -> f64 {
     let m = w.metrics_text();
     let all = metric_value(&m, "rbees_batch_sequences_count").expect("step count");
-    let single = metric_value(&m, "rbees_batch_sequences_bucket{le=\"1\"}").expect("bucket");
+    let single = metric_value(&m, "rbees_batch_sequences_bucket{le=\"1.0\"}").expect("bucket");
     all - single
 }
 

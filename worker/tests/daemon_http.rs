@@ -13,9 +13,7 @@ use daemon_support::*;
 use serde_json::{json, Value};
 
 fn execute(w: &Worker, body: Value) -> Vec<SseEvent> {
-    let r = w.post("/execute", &body);
-    assert_eq!(r.status(), 200, "{:?}", r.text());
-    SseReader::new(r).collect()
+    w.execute_events(&body)
 }
 
 #[test]
@@ -265,7 +263,11 @@ fn invalid_requests_list_every_bad_field() {
     );
     // Missing fields and non-JSON.
     let v: Value = w.post("/execute", &json!({})).json().unwrap();
-    assert_eq!(v["errors"].as_array().unwrap().len(), 2, "{v}");
+    assert_eq!(
+        v["errors"].as_array().unwrap().len(),
+        1,
+        "only the prompt is required: {v}"
+    );
     let r = client()
         .post(w.url("/execute"))
         .body("not json")
@@ -305,8 +307,24 @@ fn bearer_token_guards_everything_but_health() {
     let mut w = spawn(&[], &[("RBEES_API_TOKEN", "s3cret")]);
     w.wait_ready(Some("s3cret"));
     let c = client();
-    assert_eq!(c.get(w.url("/health")).send().unwrap().status(), 200);
+    // What pool managers poll to see the worker live stays open.
+    for open in ["/health", "/", "/v1/health", "/info"] {
+        assert_eq!(c.get(w.url(open)).send().unwrap().status(), 200, "{open}");
+    }
     assert_eq!(c.get(w.url("/v1/ready")).send().unwrap().status(), 401);
+    for path in [
+        "/v1/inference",
+        "/v1/cancel",
+        "/v1/shutdown",
+        "/shutdown",
+        "/v1/admin/shutdown",
+        "/v1/completions",
+    ] {
+        let r = c.post(w.url(path)).json(&json!({})).send().unwrap();
+        assert_eq!(r.status(), 401, "{path}");
+    }
+    let r = c.get(w.url("/v1/jobs/x/stream")).send().unwrap();
+    assert_eq!(r.status(), 401);
     let wrong = c
         .get(w.url("/v1/ready"))
         .bearer_auth("s3cres")
@@ -475,9 +493,12 @@ fn ready_callback_reaches_the_pool_manager_and_heartbeats_follow() {
         "{body}"
     );
     let (path, hb) = rx.recv_timeout(Duration::from_secs(10)).expect("heartbeat");
-    assert_eq!(path, "/heartbeat");
+    assert_eq!(path, "/v1/heartbeat");
     assert_eq!(hb["worker_id"], "w-test");
     assert_eq!(hb["state"], "ready");
+    assert_eq!(hb["health_status"], "healthy");
+    let stamp = hb["timestamp"].as_str().expect("an RFC 3339 timestamp");
+    assert!(humantime::parse_rfc3339(stamp).is_ok(), "{stamp}");
     w.wait_ready(None);
 }
 
@@ -550,9 +571,8 @@ fn openai_completions_streaming_and_not() {
     stream_body["stream"] = json!(true);
     let r = w.post("/v1/completions", &stream_body);
     assert_eq!(r.status(), 200);
-    let events = SseReader::new(r).collect();
-    assert_eq!(last(&events).data, "[DONE]");
-    let chunks = &events[..events.len() - 1];
+    let (chunks, done) = SseReader::new(r).collect_with_done();
+    assert!(done, "{chunks:?}");
     let text: String = chunks
         .iter()
         .map(|e| e.data["choices"][0]["text"].as_str().unwrap())
@@ -614,9 +634,8 @@ fn openai_chat_completions_with_the_gguf_template() {
         "/v1/chat/completions",
         &json!({"messages": messages, "max_tokens": 4, "temperature": 0, "stream": true}),
     );
-    let events = SseReader::new(r).collect();
-    assert_eq!(last(&events).data, "[DONE]");
-    let chunks = &events[..events.len() - 1];
+    let (chunks, done) = SseReader::new(r).collect_with_done();
+    assert!(done, "{chunks:?}");
     assert_eq!(chunks[0].data["choices"][0]["delta"]["role"], "assistant");
     let streamed: String = chunks
         .iter()

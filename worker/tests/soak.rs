@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use daemon_support::{client, metric_value, spawn, SseReader, Worker};
+use daemon_support::{client, metric_value, spawn, SseEvent, SseReader, Worker};
 use serde_json::{json, Value};
 
 const CLIENTS: usize = 32;
@@ -199,9 +199,7 @@ fn one_request(
             }
         }
         let end = match kind {
-            Kind::OpenAiStream => {
-                ev.data == Value::String("[DONE]".into()) || ev.data.get("error").is_some()
-            }
+            Kind::OpenAiStream => ev.data.get("error").is_some(),
             _ => ev.name == "end" || ev.name == "error",
         };
         if !terminal.is_empty() {
@@ -210,6 +208,20 @@ fn one_request(
         if end {
             terminal.push(ev);
         }
+    }
+    // Every stream ends with `data: [DONE]`; an OpenAI stream's terminal
+    // event is that line.
+    if !events.done {
+        t.lock()
+            .unwrap()
+            .problems
+            .push(format!("{kind:?} {job_id}: no [DONE] at the end"));
+    } else if kind == Kind::OpenAiStream && terminal.is_empty() {
+        terminal.push(SseEvent {
+            name: "done".into(),
+            data: Value::String("[DONE]".into()),
+            at: Instant::now(),
+        });
     }
     let mut t = t.lock().unwrap();
     if let Some(d) = first_token {

@@ -88,6 +88,17 @@ impl Backend for CandleBackend {
         self.device_name.clone()
     }
 
+    fn device_memory_used(&self) -> Option<u64> {
+        match &self.device {
+            #[cfg(feature = "cuda")]
+            Device::Cuda(d) => {
+                let (free, total) = d.cuda_stream().context().mem_get_info().ok()?;
+                Some(total.saturating_sub(free) as u64)
+            }
+            _ => None,
+        }
+    }
+
     fn supports(&self, op: Op, dtype: Option<WeightDType>) -> Support {
         if dtype == Some(WeightDType::Q8K) {
             return Support::Unsupported(

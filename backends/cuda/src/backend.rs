@@ -453,6 +453,11 @@ impl Backend for CudaKernelsBackend {
         self.device_name.clone()
     }
 
+    fn device_memory_used(&self) -> Option<u64> {
+        let (free, total) = self.memory().ok()?;
+        Some(total.saturating_sub(free) as u64)
+    }
+
     fn supports(&self, op: Op, dtype: Option<WeightDType>) -> Support {
         match (op, dtype) {
             (Op::MatMul | Op::Embedding, Some(WeightDType::Q8K)) => Support::Unsupported(

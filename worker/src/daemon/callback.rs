@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 use serde_json::json;
 
-use super::state::State;
+use std::sync::atomic::Ordering;
+
+use super::state::{LoadState, State};
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -19,22 +21,30 @@ fn client() -> Result<reqwest::Client> {
 }
 
 /// What the worker reports as ready: `POST {callback_url}` with this body.
+/// `device` is a number when the spawner passed a bare ordinal (llama-orch's
+/// hive reads a `u32` there), else the device's name; `device_name` always
+/// names it.
 pub fn ready_body(state: &State, url: &str) -> serde_json::Value {
     let device = state.device();
-    // The weights' size is a lower bound of what a GPU device holds; on the CPU it is 0.
-    let vram_bytes = if device.starts_with("cpu") {
-        0
-    } else {
-        std::fs::metadata(&state.model_path).map_or(0, |m| m.len())
-    };
     json!({
         "worker_id": state.worker_id,
         "url": url,
-        "model_ref": state.model_path.display().to_string(),
+        "model_ref": state.model_ref,
         "backend": state.backend(),
-        "device": device,
-        "vram_bytes": vram_bytes,
+        "device": state.device_ordinal.map_or_else(|| json!(device), |n| json!(n)),
+        "device_name": device,
+        "vram_bytes": state.vram_bytes(),
+        "memory_bytes": state.memory_bytes(),
     })
+}
+
+/// A POST to the pool manager, with its bearer token when one is set.
+fn post(state: &State, client: &reqwest::Client, url: &str) -> reqwest::RequestBuilder {
+    let request = client.post(url);
+    match &state.settings.outgoing_token {
+        Some(token) => request.bearer_auth(token),
+        None => request,
+    }
 }
 
 /// Posts the ready callback until a 2xx answer, with exponential back-off,
@@ -48,8 +58,7 @@ pub async fn send_ready(state: &State, callback_url: &str, url: &str) -> Result<
     loop {
         attempt += 1;
         let left = deadline.saturating_duration_since(Instant::now());
-        let last = match client
-            .post(callback_url)
+        let last = match post(state, &client, callback_url)
             .timeout(left.clamp(Duration::from_millis(100), REQUEST_TIMEOUT))
             .json(&body)
             .send()
@@ -75,14 +84,34 @@ pub async fn send_ready(state: &State, callback_url: &str, url: &str) -> Result<
     }
 }
 
-/// `/heartbeat` on the callback URL's scheme, host and port.
+/// Seconds between heartbeats when a callback URL is given and no
+/// interval is: llama-orch's hive expects one every 30 s and drops a
+/// worker after 60 s without one.
+pub const DEFAULT_HEARTBEAT_S: f64 = 30.0;
+
+/// `/v1/heartbeat` on the callback URL's scheme, host and port (llama-orch's
+/// hive route).
 pub fn default_heartbeat_url(callback_url: &str) -> Option<String> {
     let url = reqwest::Url::parse(callback_url).ok()?;
-    url.join("/heartbeat").ok().map(String::from)
+    url.join("/v1/heartbeat").ok().map(String::from)
 }
 
-/// Posts `{worker_id, state, queue_depth, jobs_in_flight}` every `interval`;
-/// failures are logged, never fatal.
+/// The heartbeat body: llama-orch's `{worker_id, timestamp (RFC 3339),
+/// health_status: healthy|degraded}` plus rbees' load state and queue.
+pub fn heartbeat_body(state: &State) -> serde_json::Value {
+    let load = state.load_info().state;
+    let healthy = load == LoadState::Ready && !state.shutting_down.load(Ordering::Relaxed);
+    json!({
+        "worker_id": state.worker_id,
+        "timestamp": humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+        "health_status": if healthy { "healthy" } else { "degraded" },
+        "state": load.as_str(),
+        "queue_depth": state.queue_depth(),
+        "jobs_in_flight": state.in_flight(),
+    })
+}
+
+/// Posts [`heartbeat_body`] every `interval`; failures are logged, never fatal.
 pub async fn heartbeat(state: Arc<State>, url: String, interval: Duration) {
     let Ok(client) = client() else {
         return;
@@ -90,13 +119,11 @@ pub async fn heartbeat(state: Arc<State>, url: String, interval: Duration) {
     let mut ticker = tokio::time::interval(interval);
     loop {
         ticker.tick().await;
-        let body = json!({
-            "worker_id": state.worker_id,
-            "state": state.load_info().state.as_str(),
-            "queue_depth": state.queue_depth(),
-            "jobs_in_flight": state.in_flight(),
-        });
-        match client.post(&url).json(&body).send().await {
+        match post(&state, &client, &url)
+            .json(&heartbeat_body(&state))
+            .send()
+            .await
+        {
             Ok(r) if r.status().is_success() => tracing::debug!("heartbeat sent"),
             Ok(r) => tracing::warn!(url, status = %r.status(), "heartbeat refused"),
             Err(e) => tracing::warn!(url, error = %e, "heartbeat failed"),

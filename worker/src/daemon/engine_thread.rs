@@ -84,6 +84,7 @@ pub fn spawn(
                     "allocated on the device at load"
                 }
             );
+            state.note_device_memory(model.device_memory_used());
             let _ = state.ready.set(ready);
             state.update_load(|l| l.state = LoadState::Ready);
             let _ = loaded.send(Ok(()));

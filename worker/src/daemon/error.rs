@@ -28,6 +28,10 @@ pub enum ApiError {
     Unauthorized,
     #[error("job '{0}' is already queued or running")]
     DuplicateJobId(String),
+    #[error(
+        "no job '{0}' is waiting for its stream (unknown, already fetched, or not fetched in time)"
+    )]
+    UnknownJob(String),
     #[error("the model is loading ({loaded}/{total} layers)")]
     Loading { loaded: usize, total: usize },
     #[error("the model failed to load: {0}")]
@@ -67,6 +71,7 @@ impl ApiError {
             ApiError::Invalid { status, .. } => *status,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::DuplicateJobId(_) => StatusCode::CONFLICT,
+            ApiError::UnknownJob(_) => StatusCode::NOT_FOUND,
             ApiError::Loading { .. }
             | ApiError::LoadFailed(_)
             | ApiError::ShuttingDown
@@ -81,6 +86,7 @@ impl ApiError {
             ApiError::Invalid { .. } => "INVALID_REQUEST",
             ApiError::Unauthorized => "UNAUTHORIZED",
             ApiError::DuplicateJobId(_) => "DUPLICATE_JOB_ID",
+            ApiError::UnknownJob(_) => "UNKNOWN_JOB",
             ApiError::Loading { .. } => "LOADING",
             ApiError::LoadFailed(_) => "LOAD_FAILED",
             ApiError::ShuttingDown => "SHUTTING_DOWN",
@@ -94,7 +100,9 @@ impl ApiError {
     /// The `outcome` label of `rbees_requests_total`.
     pub fn outcome(&self) -> Outcome {
         match self {
-            ApiError::Invalid { .. } | ApiError::DuplicateJobId(_) => Outcome::Invalid,
+            ApiError::Invalid { .. } | ApiError::DuplicateJobId(_) | ApiError::UnknownJob(_) => {
+                Outcome::Invalid
+            }
             ApiError::Unauthorized => Outcome::Unauthorized,
             ApiError::Loading { .. }
             | ApiError::LoadFailed(_)
@@ -105,9 +113,15 @@ impl ApiError {
         }
     }
 
-    /// The `{code, message}` object of error bodies and SSE `error` events.
+    /// Whether the same request may succeed later or on another worker
+    /// (llama-orch's `retriable`): the 503 refusals.
+    pub fn retriable(&self) -> bool {
+        self.status() == StatusCode::SERVICE_UNAVAILABLE
+    }
+
+    /// The `{code, message, retriable}` object of error bodies and SSE `error` events.
     pub fn body(&self) -> serde_json::Value {
-        json!({ "code": self.code(), "message": self.to_string() })
+        json!({ "code": self.code(), "message": self.to_string(), "retriable": self.retriable() })
     }
 
     /// Counts the request in the metrics and answers it.
@@ -173,6 +187,12 @@ mod tests {
                 Outcome::Invalid,
             ),
             (
+                ApiError::UnknownJob("j".into()),
+                404,
+                "UNKNOWN_JOB",
+                Outcome::Invalid,
+            ),
+            (
                 ApiError::Loading {
                     loaded: 1,
                     total: 2,
@@ -207,9 +227,11 @@ mod tests {
             assert_eq!(e.status().as_u16(), status, "{e:?}");
             assert_eq!(e.code(), code);
             assert_eq!(e.outcome(), outcome);
+            let e_retriable = e.body()["retriable"] == true;
             let r = e.into_response();
             assert_eq!(r.status().as_u16(), status);
             assert_eq!(r.headers().contains_key(header::RETRY_AFTER), status == 503);
+            assert_eq!(e_retriable, status == 503);
         }
     }
 }

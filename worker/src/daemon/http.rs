@@ -1,6 +1,6 @@
-//! The HTTP API: health, readiness, `/execute` (SSE), `/cancel`, `/metrics`.
+//! The HTTP API: health, readiness, `/execute` (SSE), `/cancel`, `/metrics`;
+//! llama-orch's routes are in [`super::orch_routes`], OpenAI's in [`super::openai`].
 
-use std::convert::Infallible;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
@@ -10,21 +10,19 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Request, State as Ext};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
-use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
-use futures::Stream;
+use axum::{Extension, Json, Router};
 use rbees_model::{GenerateParams, StopReason};
 use serde_json::{json, Value};
 use subtle::ConstantTimeEq;
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::UnboundedReceiverStream;
-use tokio_stream::StreamExt;
 
+use super::correlation::CorrelationId;
 use super::error::ApiError;
+use super::sse::Wire;
 use super::state::{Job, JobEvent, LoadState, State};
-use super::validate::{self, FieldError, Fields};
+use super::validate::{self, FieldError, Fields, Route};
 
 pub type Shared = Arc<State>;
 
@@ -35,11 +33,14 @@ pub fn router(state: Shared) -> Router {
         .route("/execute", post(execute))
         .route("/cancel", post(cancel))
         .route("/metrics", get(metrics))
+        .merge(super::orch_routes::protected())
         .merge(super::openai::routes())
         .layer(middleware::from_fn_with_state(state.clone(), auth));
     Router::new()
         .route("/health", get(health))
+        .merge(super::orch_routes::open())
         .merge(protected)
+        .layer(middleware::from_fn(super::correlation::layer))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
 }
@@ -61,7 +62,7 @@ async fn auth(Ext(state): Ext<Shared>, request: Request, next: Next) -> Response
     }
 }
 
-async fn health(Ext(state): Ext<Shared>) -> Json<Value> {
+pub async fn health(Ext(state): Ext<Shared>) -> Json<Value> {
     let load = state.load_info();
     Json(json!({
         "status": if load.state == LoadState::Error { "error" } else { "ok" },
@@ -75,6 +76,8 @@ async fn health(Ext(state): Ext<Shared>) -> Json<Value> {
         "queue_length": state.queue_depth(),
         "tokens_per_second": state.metrics.tokens_per_second(),
         "uptime_s": state.started.elapsed().as_secs_f64(),
+        "vram_bytes": state.vram_bytes(),
+        "memory_bytes": state.memory_bytes(),
         "worker_id": state.worker_id,
     }))
 }
@@ -95,14 +98,7 @@ async fn ready(Ext(state): Ext<Shared>) -> Json<Value> {
 
 async fn metrics(Ext(state): Ext<Shared>) -> Response {
     let text = state.metrics.render(state.gauges());
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        text,
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, super::metrics::CONTENT_TYPE)], text).into_response()
 }
 
 /// The body as bytes, or the 413/400 refusal.
@@ -137,6 +133,7 @@ pub fn submit(
     job_id: String,
     prompt: &str,
     params: GenerateParams,
+    correlation: &CorrelationId,
 ) -> Result<Accepted, ApiError> {
     let ready = state.ready.get().ok_or_else(|| not_ready(state))?;
     if state.shutting_down.load(Ordering::SeqCst) {
@@ -173,6 +170,7 @@ pub fn submit(
         cancel,
         events: tx,
         accepted: Instant::now(),
+        correlation_id: correlation.0.clone(),
     };
     match ready.queue.try_send(job) {
         Ok(()) => Ok(Accepted {
@@ -214,18 +212,31 @@ pub fn stop_reason_str(r: StopReason) -> &'static str {
     }
 }
 
-async fn execute(Ext(state): Ext<Shared>, body: Result<Bytes, BytesRejection>) -> Response {
-    let body = match body_bytes(&state, body) {
-        Ok(b) => b,
-        Err(e) => return e.respond(&state),
-    };
-    let Some(context) = state.ready.get().map(|r| r.context) else {
-        return not_ready(&state).respond(&state);
-    };
-    let req = match validate::execute(&body, context) {
-        Ok(r) => r,
-        Err(errors) => return ApiError::fields(errors).respond(&state),
-    };
+async fn execute(
+    Ext(state): Ext<Shared>,
+    correlation: Extension<CorrelationId>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    match accept_job(&state, &correlation, body, Route::Execute) {
+        Ok(accepted) => super::sse::response(&state, accepted, Wire::Named),
+        Err(e) => e.respond(&state),
+    }
+}
+
+/// Validates a generation body of `route` and queues the job.
+pub fn accept_job(
+    state: &Shared,
+    correlation: &CorrelationId,
+    body: Result<Bytes, BytesRejection>,
+    route: Route,
+) -> Result<Accepted, ApiError> {
+    let body = body_bytes(state, body)?;
+    let context = state
+        .ready
+        .get()
+        .map(|r| r.context)
+        .ok_or_else(|| not_ready(state))?;
+    let req = validate::execute(&body, context, route).map_err(ApiError::fields)?;
     let params = GenerateParams {
         max_tokens: req.max_tokens,
         sampling: req.sampling,
@@ -233,63 +244,10 @@ async fn execute(Ext(state): Ext<Shared>, body: Result<Bytes, BytesRejection>) -
         ignore_eos: req.ignore_eos,
         keep_prompt_logits: false,
     };
-    let accepted = match submit(&state, req.job_id, &req.prompt, params) {
-        Ok(a) => a,
-        Err(e) => return e.respond(&state),
-    };
-    Sse::new(sse_events(&state, accepted))
-        .keep_alive(KeepAlive::default())
-        .into_response()
+    submit(state, req.job_id, &req.prompt, params, correlation)
 }
 
-fn sse_events(
-    state: &Shared,
-    accepted: Accepted,
-) -> impl Stream<Item = Result<Event, Infallible>> + use<> {
-    let job_id = accepted.job_id;
-    let model = state.model_name.clone();
-    UnboundedReceiverStream::new(accepted.events).map(move |ev| {
-        let (name, data) = match ev {
-            JobEvent::Started { started_at_ms } => (
-                "started",
-                json!({ "job_id": job_id, "model": model, "started_at": started_at_ms }),
-            ),
-            JobEvent::Token { text, index, id, .. } => {
-                ("token", json!({ "t": text, "i": index, "id": id }))
-            }
-            JobEvent::Metrics {
-                tokens_per_sec,
-                tokens_out,
-                elapsed_ms,
-            } => (
-                "metrics",
-                json!({ "tokens_per_sec": tokens_per_sec, "tokens_out": tokens_out, "elapsed_ms": elapsed_ms }),
-            ),
-            JobEvent::End {
-                tokens_out,
-                decode_time_ms,
-                stop_reason,
-                stop_sequence,
-                prompt_tokens,
-                prompt_tokens_cached,
-            } => (
-                "end",
-                json!({
-                    "tokens_out": tokens_out,
-                    "prompt_tokens": prompt_tokens,
-                    "prompt_tokens_cached": prompt_tokens_cached,
-                    "decode_time_ms": decode_time_ms,
-                    "stop_reason": stop_reason_str(stop_reason),
-                    "stop_sequence_matched": stop_sequence,
-                }),
-            ),
-            JobEvent::Error(e) => ("error", e.body()),
-        };
-        Ok(Event::default().event(name).data(data.to_string()))
-    })
-}
-
-async fn cancel(Ext(state): Ext<Shared>, body: Result<Bytes, BytesRejection>) -> Response {
+pub async fn cancel(Ext(state): Ext<Shared>, body: Result<Bytes, BytesRejection>) -> Response {
     // A refused cancel is not a generation request: not counted.
     let body = match body_bytes(&state, body) {
         Ok(b) => b,

@@ -7,14 +7,18 @@
 
 pub mod callback;
 pub mod config;
+pub mod correlation;
 pub mod engine_thread;
 pub mod error;
 pub mod http;
 pub mod metrics;
 pub mod openai;
 pub mod openai_request;
+pub mod orch_compat;
+pub mod orch_routes;
 pub mod scheduler;
 pub mod slots;
+pub mod sse;
 pub mod state;
 pub mod validate;
 
@@ -33,7 +37,7 @@ use tokio::sync::{oneshot, watch};
 
 use crate::cli::ModelArgs;
 use crate::config::Config;
-use config::LogFormat;
+use config::{EventFormat, LogFormat};
 use state::{LoadInfo, LoadState, Settings, State};
 
 /// Environment variable holding the bearer token (overrides `[worker] api_token`).
@@ -43,15 +47,42 @@ pub const TOKEN_ENV: &str = "RBEES_API_TOKEN";
 #[command(
     name = "rbees-workerd",
     version,
-    about = "HTTP worker serving one Llama-family GGUF model (spawned by a pool manager)"
+    about = "HTTP worker serving one Llama-family GGUF model (spawned by a pool manager)",
+    // llama-orch's spawners and specs name the device flag these ways.
+    mut_arg("device", |a| a.visible_aliases(["gpu", "gpu-device"]))
 )]
 pub struct Args {
     /// Identifier reported in /health and in the ready callback.
-    #[arg(long)]
-    pub worker_id: String,
+    #[arg(long, required_unless_present = "build_info")]
+    pub worker_id: Option<String>,
     /// TCP port to listen on (0: any free port, logged at start).
+    #[arg(long, required_unless_present = "build_info")]
+    pub port: Option<u16>,
+    /// The model's name as the pool manager knows it (e.g. `hf:org/repo`),
+    /// reported in the ready callback and `/info` (default: `--model` as given).
     #[arg(long)]
-    pub port: u16,
+    pub model_ref: Option<String>,
+    /// Sent by llama-orch's current hive. With it, `POST /v1/inference`
+    /// answers `{job_id, sse_url}` and the tokens stream from
+    /// `GET sse_url`, as that queen expects; the URL itself is not used.
+    #[arg(long, value_name = "URL")]
+    pub queen_url: Option<String>,
+    /// Accepted for compatibility (llama-orch's own worker flag); not used.
+    #[arg(long, value_name = "URL")]
+    pub hive_url: Option<String>,
+    /// Accepted for compatibility (llama-orch): refuses a non-loopback `--host`.
+    #[arg(long)]
+    pub local_mode: bool,
+    /// Print `release` or `debug` (the build profile) and exit, as
+    /// llama-orch's hive asks every worker binary before starting it.
+    #[arg(long, hide = true)]
+    pub build_info: bool,
+    /// How a cancelled job's stream ends and how `started_at` is written:
+    /// `rbees` (an `end` event with `stop_reason: CANCELLED`; Unix
+    /// milliseconds) or `orch-spec` (llama-orch's spec: an `error` event
+    /// with code `CANCELLED`; RFC 3339). Default: `[worker] event_format`, else rbees.
+    #[arg(long)]
+    pub event_format: Option<EventFormat>,
     /// Address to listen on; anything but loopback requires a bearer token.
     #[arg(long, default_value = "127.0.0.1")]
     pub host: IpAddr,
@@ -76,10 +107,11 @@ pub struct Args {
     /// Seconds the ready callback is retried before the worker exits (default 60).
     #[arg(long)]
     pub callback_timeout_s: Option<f64>,
-    /// Heartbeat URL (default: /heartbeat on the callback URL's host).
+    /// Heartbeat URL (default: /v1/heartbeat on the callback URL's host).
     #[arg(long)]
     pub heartbeat_url: Option<String>,
-    /// Seconds between heartbeats (default: no heartbeat).
+    /// Seconds between heartbeats (default: 30 with --callback-url, else
+    /// none; 0: none).
     #[arg(long)]
     pub heartbeat_interval_s: Option<f64>,
     /// Seconds in-flight jobs may run on after Ctrl-C/SIGTERM (default 30).
@@ -90,6 +122,10 @@ pub struct Args {
     /// Log format on stderr: `text` or `json` (default: `[worker] log_format`, else text).
     #[arg(long)]
     pub log_format: Option<LogFormat>,
+    /// `--model` and `--device` as the spawner wrote them, before
+    /// [`orch_compat::apply`] resolves them (reported back in its terms).
+    #[arg(skip)]
+    pub given: orch_compat::Given,
     /// Test aid: sleep this many milliseconds after each generated token.
     #[arg(long, hide = true, default_value_t = 0)]
     pub debug_token_delay_ms: u64,
@@ -160,10 +196,16 @@ pub fn settings(args: &Args, config: &Config, env_token: Option<String>) -> Resu
             args.host
         );
     }
+    // With a pool manager to report to, heartbeats are on by default.
+    let heartbeat_default = if args.callback_url.is_some() {
+        callback::DEFAULT_HEARTBEAT_S
+    } else {
+        0.0
+    };
     let heartbeat_interval = seconds(
         "heartbeat_interval_s",
         args.heartbeat_interval_s.or(w.heartbeat_interval_s),
-        0.0,
+        heartbeat_default,
     )?;
     let callback_timeout = seconds(
         "callback_timeout_s",
@@ -196,6 +238,9 @@ pub fn settings(args: &Args, config: &Config, env_token: Option<String>) -> Resu
         )?,
         max_body_bytes,
         metrics_every: w.metrics_every.unwrap_or(16),
+        event_format: args.event_format.or(w.event_format).unwrap_or_default(),
+        inference_by_url: args.queen_url.is_some(),
+        outgoing_token: orch_compat::outgoing_token(),
         token_delay: Duration::from_millis(args.debug_token_delay_ms),
     })
 }
@@ -217,8 +262,12 @@ fn init_logging(format: LogFormat) {
 
 /// The binary's entry point.
 pub fn main() -> ExitCode {
-    let args = Args::parse();
-    let format = match args.log_format {
+    let mut args = Args::parse();
+    if args.build_info {
+        println!("{}", orch_compat::build_info());
+        return ExitCode::SUCCESS;
+    }
+    let format = match args.log_format.or_else(orch_compat::log_format_from_env) {
         Some(format) => format,
         None => match Config::load_or_default(args.model.config.as_deref()) {
             Ok(config) => config.worker.log_format.unwrap_or_default(),
@@ -229,6 +278,10 @@ pub fn main() -> ExitCode {
         },
     };
     init_logging(format);
+    if let Err(e) = orch_compat::apply(&mut args) {
+        eprintln!("rbees-workerd: error: {e:#}");
+        return ExitCode::FAILURE;
+    }
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -241,6 +294,7 @@ pub fn main() -> ExitCode {
 fn run(args: Args) -> Result<()> {
     let config = Config::load_or_default(args.model.config.as_deref())?;
     let resolved = args.model.resolve()?;
+    crate::engine::check_device(&resolved.choice)?;
     let settings = settings(&args, &config, std::env::var(TOKEN_ENV).ok())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -250,9 +304,11 @@ fn run(args: Args) -> Result<()> {
 }
 
 async fn serve(args: Args, resolved: crate::cli::Resolved, settings: Settings) -> Result<()> {
-    let listener = tokio::net::TcpListener::bind((args.host, args.port))
+    let port = args.port.unwrap_or_default();
+    let worker_id = args.worker_id.clone().unwrap_or_default();
+    let listener = tokio::net::TcpListener::bind((args.host, port))
         .await
-        .with_context(|| format!("cannot listen on {}:{}", args.host, args.port))?;
+        .with_context(|| format!("cannot listen on {}:{port}", args.host))?;
     let local = listener.local_addr()?;
     let url = args
         .public_url
@@ -263,8 +319,16 @@ async fn serve(args: Args, resolved: crate::cli::Resolved, settings: Settings) -
         .file_name()
         .map(|n| n.to_string_lossy().trim_end_matches(".gguf").to_string())
         .unwrap_or_default();
+    let (stop_tx, _) = watch::channel(false);
     let state = Arc::new(State {
-        worker_id: args.worker_id.clone(),
+        worker_id: worker_id.clone(),
+        model_ref: args
+            .model_ref
+            .clone()
+            .or_else(|| args.given.model.clone())
+            .unwrap_or_else(|| resolved.model.display().to_string()),
+        device_ordinal: args.given.device_ordinal,
+        port: local.port(),
         model_path: resolved.model.clone(),
         model_name,
         requested_backend: resolved.choice.kind.clone(),
@@ -279,9 +343,12 @@ async fn serve(args: Args, resolved: crate::cli::Resolved, settings: Settings) -
         }),
         ready: OnceLock::new(),
         jobs: Mutex::new(HashMap::new()),
-        metrics: Default::default(),
+        metrics: metrics::Metrics::new(&worker_id),
         shutting_down: AtomicBool::new(false),
         slots_busy: Default::default(),
+        vram_bytes: Default::default(),
+        stop: stop_tx,
+        unclaimed: Mutex::new(HashMap::new()),
     });
     tracing::info!(%url, worker_id = %state.worker_id, model = %resolved.model.display(), "listening; loading the model");
 
@@ -335,11 +402,14 @@ async fn serve(args: Args, resolved: crate::cli::Resolved, settings: Settings) -
         }
     }
 
-    let (stop_tx, stop_rx) = watch::channel(false);
-    tokio::spawn(async move {
-        shutdown_signal().await;
-        let _ = stop_tx.send(true);
-    });
+    let stop_rx = state.stop.subscribe();
+    {
+        let state = state.clone();
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            state.stop.send_replace(true);
+        });
+    }
     let app = http::router(state.clone());
     let mut graceful = stop_rx.clone();
     let mut server = tokio::spawn(

@@ -11,12 +11,13 @@ use axum::extract::State as Ext;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use futures::{Stream, StreamExt};
 use rbees_model::StopReason;
 use serde_json::{json, Value};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
+use super::correlation::CorrelationId;
 use super::error::ApiError;
 use super::http::{body_bytes, not_ready, submit, Accepted, Shared};
 pub use super::openai_request::{parse_request, ChatTemplate, Kind, OpenAiRequest};
@@ -55,18 +56,28 @@ fn finish_reason(r: StopReason) -> &'static str {
     }
 }
 
-async fn completions(Ext(state): Ext<Shared>, body: Result<Bytes, BytesRejection>) -> Response {
-    handle(state, body, Kind::Completion).await
+async fn completions(
+    Ext(state): Ext<Shared>,
+    correlation: Extension<CorrelationId>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    handle(state, correlation.0, body, Kind::Completion).await
 }
 
 async fn chat_completions(
     Ext(state): Ext<Shared>,
+    correlation: Extension<CorrelationId>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    handle(state, body, Kind::Chat).await
+    handle(state, correlation.0, body, Kind::Chat).await
 }
 
-async fn handle(state: Shared, body: Result<Bytes, BytesRejection>, kind: Kind) -> Response {
+async fn handle(
+    state: Shared,
+    correlation: CorrelationId,
+    body: Result<Bytes, BytesRejection>,
+    kind: Kind,
+) -> Response {
     let body = match body_bytes(&state, body) {
         Ok(b) => b,
         Err(e) => return e.respond(&state),
@@ -95,7 +106,7 @@ async fn handle(state: Shared, body: Result<Bytes, BytesRejection>, kind: Kind) 
         state.worker_id,
         NEXT_ID.fetch_add(1, Ordering::Relaxed)
     );
-    let accepted = match submit(&state, id.clone(), &prompt, c.params) {
+    let accepted = match submit(&state, id.clone(), &prompt, c.params, &correlation) {
         Ok(a) => a,
         Err(e) => return e.respond(&state),
     };

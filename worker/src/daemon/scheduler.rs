@@ -163,6 +163,7 @@ pub fn run(state: &State, model: &mut AnyModel, mut rx: mpsc::Receiver<Job>) {
         }
         step(state, model, &mut slots, &mut running);
         state.slots_busy.store(slots.busy(), Ordering::Relaxed);
+        state.note_device_memory(model.device_memory_used());
         if !state.settings.token_delay.is_zero() {
             std::thread::sleep(state.settings.token_delay);
         }
@@ -172,7 +173,7 @@ pub fn run(state: &State, model: &mut AnyModel, mut rx: mpsc::Receiver<Job>) {
 /// Takes a slot for `job` and sends `started`; a job cancelled while queued
 /// (or whose settings the model refuses) ends here.
 fn admit<'t>(state: &State, ready: &'t Ready, slots: &mut Slots, job: Job) -> Option<Running<'t>> {
-    let span = tracing::info_span!("job", job_id = %job.id);
+    let span = tracing::info_span!("job", job_id = %job.id, correlation_id = %job.correlation_id);
     let _entered = span.clone().entered();
     let stream = Stream {
         events: job.events.clone(),
@@ -188,8 +189,7 @@ fn admit<'t>(state: &State, ready: &'t Ready, slots: &mut Slots, job: Job) -> Op
     });
     let end_now = |outcome: Outcome, event: JobEvent| {
         stream.send(event);
-        state.metrics.request(outcome);
-        state.finish_job(&job.id);
+        state.job_ended(&job.id, job.accepted, outcome);
         None
     };
     if stream.gone() {
@@ -259,7 +259,7 @@ fn plan<'a>(running: &'a [Running<'_>], budget: usize) -> Vec<(usize, SeqChunk<'
                     slot: r.slot,
                     pos0: next.1,
                     ids: std::slice::from_ref(&next.0),
-                    logits: true,
+                    logits: 1,
                 },
             ));
             left = left.saturating_sub(1);
@@ -279,7 +279,7 @@ fn plan<'a>(running: &'a [Running<'_>], budget: usize) -> Vec<(usize, SeqChunk<'
                     slot: r.slot,
                     pos0: done,
                     ids: &prompt[done..done + n],
-                    logits: done + n == prompt.len(),
+                    logits: usize::from(done + n == prompt.len()),
                 },
             ));
         }
@@ -378,8 +378,7 @@ fn fail(
 
 fn end_with_error(state: &State, r: Running<'_>, e: ApiError) {
     r.stream.send(JobEvent::Error(e.clone()));
-    state.metrics.request(e.outcome());
-    state.finish_job(&r.job.id);
+    state.job_ended(&r.job.id, r.job.accepted, e.outcome());
 }
 
 /// Sends `end` (after any held-back text) and frees the slot, keeping its
@@ -407,13 +406,11 @@ fn finish(state: &State, slots: &mut Slots, r: Running<'_>, reason: StopReason) 
         stop_reason: out.stop_reason,
         stop_sequence: out.stop_sequence,
     });
-    state
-        .metrics
-        .request(if out.stop_reason == StopReason::Cancelled {
-            Outcome::Cancelled
-        } else {
-            Outcome::Completed
-        });
-    state.finish_job(&r.job.id);
+    let outcome = if out.stop_reason == StopReason::Cancelled {
+        Outcome::Cancelled
+    } else {
+        Outcome::Completed
+    };
+    state.job_ended(&r.job.id, r.job.accepted, outcome);
     slots.release(r.slot);
 }

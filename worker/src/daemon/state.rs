@@ -2,12 +2,12 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use rbees_model::{GenerateParams, StopReason, Tokenizer};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use super::error::ApiError;
 use super::metrics::Metrics;
@@ -29,6 +29,13 @@ pub struct Settings {
     pub shutdown_grace: Duration,
     pub max_body_bytes: usize,
     pub metrics_every: usize,
+    /// How cancellation and `started_at` are written (see `--event-format`).
+    pub event_format: super::config::EventFormat,
+    /// `POST /v1/inference` answers `{job_id, sse_url}` instead of the
+    /// stream itself (llama-orch's current queen; set by `--queen-url`).
+    pub inference_by_url: bool,
+    /// Bearer token sent on the ready callback and heartbeats (`LLORCH_API_TOKEN`).
+    pub outgoing_token: Option<String>,
     /// Test aid: sleep this long after each token (0: none).
     pub token_delay: Duration,
 }
@@ -111,10 +118,18 @@ pub struct Job {
     pub cancel: Arc<AtomicBool>,
     pub events: mpsc::UnboundedSender<JobEvent>,
     pub accepted: Instant,
+    /// The request's `X-Correlation-Id` (given or generated), for the logs.
+    pub correlation_id: String,
 }
 
 pub struct State {
     pub worker_id: String,
+    /// The model's name for the pool manager: `--model-ref`, else `--model` as given.
+    pub model_ref: String,
+    /// `--device N` as a bare ordinal, echoed as a number in the ready callback.
+    pub device_ordinal: Option<u32>,
+    /// The port the worker listens on.
+    pub port: u16,
     pub model_path: PathBuf,
     /// The model's name as reported to clients: the file name without `.gguf`.
     pub model_name: String,
@@ -130,6 +145,13 @@ pub struct State {
     pub shutting_down: AtomicBool,
     /// Slots holding a running job (set by the engine thread).
     pub slots_busy: AtomicUsize,
+    /// Device memory in use on a GPU, sampled by the engine thread; 0 on the CPU.
+    pub vram_bytes: AtomicU64,
+    /// Set to true to shut down (signals and the shutdown endpoints).
+    pub stop: watch::Sender<bool>,
+    /// Streams of jobs queued through `POST /v1/inference` that their
+    /// client has not fetched yet (see [`Settings::inference_by_url`]).
+    pub unclaimed: Mutex<HashMap<String, super::http::Accepted>>,
 }
 
 impl State {
@@ -174,6 +196,26 @@ impl State {
             ready: self.ready.get().is_some(),
             slots_total: self.ready.get().map_or(0, |r| r.slots),
             slots_busy: self.slots_busy.load(Ordering::Relaxed),
+            vram_bytes: self.vram_bytes(),
+            resident_bytes: resident_bytes(),
+            uptime_s: self.started.elapsed().as_secs_f64(),
+        }
+    }
+
+    pub fn note_device_memory(&self, used: Option<u64>) {
+        self.vram_bytes.store(used.unwrap_or(0), Ordering::Relaxed);
+    }
+
+    pub fn vram_bytes(&self) -> u64 {
+        self.vram_bytes.load(Ordering::Relaxed)
+    }
+
+    /// The memory the model holds: device memory on a GPU, else the
+    /// process's resident memory.
+    pub fn memory_bytes(&self) -> u64 {
+        match self.vram_bytes() {
+            0 => resident_bytes(),
+            v => v,
         }
     }
 
@@ -190,6 +232,13 @@ impl State {
         let flag = Arc::new(AtomicBool::new(false));
         jobs.insert(id.to_string(), flag.clone());
         Some(flag)
+    }
+
+    /// An accepted job has ended: counted by outcome and duration, and forgotten.
+    pub fn job_ended(&self, id: &str, accepted: Instant, outcome: super::metrics::Outcome) {
+        self.metrics.request(outcome);
+        self.metrics.job_duration(accepted.elapsed().as_secs_f64());
+        self.finish_job(id);
     }
 
     pub fn finish_job(&self, id: &str) {
@@ -222,4 +271,14 @@ pub fn unix_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The process's resident memory (`VmRSS`), 0 where `/proc` does not say.
+pub fn resident_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kib| kib * 1024)
 }

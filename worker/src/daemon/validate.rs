@@ -255,6 +255,10 @@ pub fn sampling(f: &mut Fields, penalty_key: &'static str) -> SamplingParams {
 /// Reads a non-empty `job_id` of at most [`MAX_JOB_ID_LEN`] bytes.
 pub fn job_id(f: &mut Fields) -> Option<String> {
     let id = f.string("job_id", true)?;
+    check_job_id(f, id)
+}
+
+fn check_job_id(f: &mut Fields, id: String) -> Option<String> {
     if id.is_empty() || id.len() > MAX_JOB_ID_LEN || id.chars().any(char::is_control) {
         f.error(
             "job_id",
@@ -265,10 +269,32 @@ pub fn job_id(f: &mut Fields) -> Option<String> {
     Some(id)
 }
 
-/// Validates a `POST /execute` body; `context` bounds `max_tokens`.
-pub fn execute(body: &[u8], context: usize) -> Result<ExecuteRequest, Vec<FieldError>> {
+/// A job id for a request that gave none: `job-` and 16 hex digits.
+pub fn fresh_job_id() -> String {
+    format!("job-{:016x}", fresh_seed())
+}
+
+/// Which route a generation body came to: `/execute` (rbees' contract) or
+/// `/v1/inference` (llama-orch's queens, whose bodies carry a few more
+/// fields that say nothing to a worker serving one model).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    Execute,
+    Inference,
+}
+
+/// Validates a `POST /execute` (or `/v1/inference`) body; `context` bounds
+/// `max_tokens`. A missing `job_id` gets a fresh one.
+pub fn execute(
+    body: &[u8],
+    context: usize,
+    route: Route,
+) -> Result<ExecuteRequest, Vec<FieldError>> {
     let mut f = Fields::parse(body)?;
-    let job_id = job_id(&mut f);
+    let job_id = match f.string("job_id", false) {
+        Some(id) => check_job_id(&mut f, id),
+        None => Some(fresh_job_id()),
+    };
     let prompt = f.string("prompt", true);
     let max_tokens = f.uint(
         "max_tokens",
@@ -279,6 +305,20 @@ pub fn execute(body: &[u8], context: usize) -> Result<ExecuteRequest, Vec<FieldE
     let sampling = sampling(&mut f, "repetition_penalty");
     let stop = f.stop("stop");
     let ignore_eos = f.boolean("ignore_eos", false);
+    if !f.boolean("stream", true) {
+        f.error("stream", "this endpoint always streams: true or absent");
+    }
+    if route == Route::Inference {
+        // llama-orch's `Operation::Infer` and old queen bodies.
+        match f.raw("operation") {
+            None => {}
+            Some(serde_json::Value::String(op)) if op == "infer" => {}
+            Some(_) => f.error("operation", "must be \"infer\""),
+        }
+        for key in ["model", "hive_id", "worker_id", "device"] {
+            f.allow(key);
+        }
+    }
     f.finish()?;
     match (job_id, prompt) {
         (Some(job_id), Some(prompt)) => Ok(ExecuteRequest {
@@ -302,7 +342,7 @@ mod tests {
     fn lists_every_bad_field() {
         let body = br#"{"job_id":"","prompt":3,"max_tokens":0,"temperature":-1,"top_p":2,
             "top_k":1.5,"min_p":"x","repetition_penalty":0,"seed":-4,"stop":[1],"bogus":true}"#;
-        let errors = execute(body, 256).unwrap_err();
+        let errors = execute(body, 256, Route::Execute).unwrap_err();
         let mut fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
         fields.sort();
         assert_eq!(
@@ -325,7 +365,12 @@ mod tests {
 
     #[test]
     fn defaults_and_single_stop_string() {
-        let r = execute(br#"{"job_id":"a","prompt":"hi","stop":"x","seed":5}"#, 256).unwrap();
+        let r = execute(
+            br#"{"job_id":"a","prompt":"hi","stop":"x","seed":5}"#,
+            256,
+            Route::Execute,
+        )
+        .unwrap();
         assert_eq!(r.max_tokens, 128);
         assert_eq!(r.sampling.temperature, 0.8);
         assert_eq!(r.sampling.top_k, 40);
@@ -338,15 +383,61 @@ mod tests {
     fn an_empty_unknown_key_is_named() {
         // Found by the execute_request fuzz target: `{"": 1}` gave an error
         // whose field name was empty.
-        let errors = execute(br#"{"job_id":"a","prompt":"b","":1}"#, 64).unwrap_err();
+        let errors =
+            execute(br#"{"job_id":"a","prompt":"b","":1}"#, 64, Route::Execute).unwrap_err();
         assert_eq!(errors, vec![FieldError::new("\"\"", "unknown field")]);
     }
 
     #[test]
     fn missing_required_fields() {
-        let errors = execute(b"{}", 256).unwrap_err();
+        let errors = execute(b"{}", 256, Route::Execute).unwrap_err();
         let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
-        assert_eq!(fields, ["job_id", "prompt"]);
-        assert_eq!(execute(b"[1]", 256).unwrap_err()[0].field, "body");
+        assert_eq!(fields, ["prompt"]);
+        assert_eq!(
+            execute(b"[1]", 256, Route::Execute).unwrap_err()[0].field,
+            "body"
+        );
+    }
+
+    #[test]
+    fn a_missing_job_id_gets_a_fresh_one() {
+        let a = execute(br#"{"prompt":"hi","stream":true}"#, 64, Route::Execute).unwrap();
+        let b = execute(br#"{"prompt":"hi"}"#, 64, Route::Execute).unwrap();
+        assert!(
+            a.job_id.starts_with("job-") && a.job_id.len() == 20,
+            "{}",
+            a.job_id
+        );
+        assert_ne!(a.job_id, b.job_id);
+        let errors = execute(br#"{"prompt":"hi","stream":false}"#, 64, Route::Execute).unwrap_err();
+        assert_eq!(errors[0].field, "stream");
+    }
+
+    #[test]
+    fn llama_orch_bodies_are_taken_on_the_inference_route_only() {
+        // The current queen's scheduler, `Operation::Infer`, and the old queen.
+        let bodies: [&[u8]; 3] = [
+            br#"{"prompt":"hi","max_tokens":20,"temperature":0.7,"top_p":0.9,"top_k":40}"#,
+            br#"{"operation":"infer","hive_id":"h","model":"m","prompt":"hi","max_tokens":5,"temperature":0.7,"stream":true,"device":0,"worker_id":"w"}"#,
+            br#"{"model":null,"prompt":"hi","max_tokens":100,"temperature":0.7}"#,
+        ];
+        for body in bodies {
+            let r = execute(body, 256, Route::Inference).unwrap();
+            assert_eq!(r.prompt, "hi");
+        }
+        let errors = execute(bodies[1], 64, Route::Execute).unwrap_err();
+        let mut fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+        fields.sort();
+        assert_eq!(
+            fields,
+            ["device", "hive_id", "model", "operation", "worker_id"]
+        );
+        let errors = execute(
+            br#"{"operation":"spawn","prompt":"x"}"#,
+            64,
+            Route::Inference,
+        )
+        .unwrap_err();
+        assert_eq!(errors[0].field, "operation");
     }
 }

@@ -58,16 +58,33 @@ pub fn spawn(extra: &[&str], env: &[(&str, &str)]) -> Worker {
 /// As [`spawn`] with another model file.
 pub fn spawn_model(model: &Path, extra: &[&str], env: &[(&str, &str)]) -> Worker {
     let port = free_port();
+    let mut args: Vec<String> = [
+        "--worker-id",
+        "w-test",
+        "--port",
+        &port.to_string(),
+        "--model",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.push(model.display().to_string());
+    args.extend(extra.iter().map(|s| s.to_string()));
+    spawn_argv(port, &args, env)
+}
+
+/// Spawns the worker with exactly `args` (which must make it listen on
+/// `port`) and `env` on top of this process's environment minus
+/// `RBEES_API_TOKEN`, from the temp dir (so no checkout config is read).
+/// Its stderr goes to a log file.
+pub fn spawn_argv(port: u16, args: &[String], env: &[(&str, &str)]) -> Worker {
     let log = std::env::temp_dir().join(format!(
         "rbees-workerd-test-{}-{port}.log",
         std::process::id()
     ));
     let stderr = std::fs::File::create(&log).expect("log file");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_rbees-workerd"));
-    cmd.args(["--worker-id", "w-test", "--port", &port.to_string()])
-        .arg("--model")
-        .arg(model)
-        .args(extra)
+    cmd.args(args)
         .env_remove("RBEES_API_TOKEN")
         .current_dir(std::env::temp_dir())
         .stdout(Stdio::null())
@@ -160,16 +177,20 @@ pub struct SseEvent {
 /// Reads server-sent events one at a time from a streaming response.
 pub struct SseReader<R: Read> {
     lines: BufReader<R>,
+    /// Whether the stream ended with `data: [DONE]`.
+    pub done: bool,
 }
 
 impl<R: Read> SseReader<R> {
     pub fn new(r: R) -> Self {
         SseReader {
             lines: BufReader::new(r),
+            done: false,
         }
     }
 
-    /// The next event, or `None` at the end of the stream.
+    /// The next event, or `None` at the end of the stream or at its
+    /// `data: [DONE]` terminator (which sets [`SseReader::done`]).
     pub fn next_event(&mut self) -> Option<SseEvent> {
         let mut name = String::new();
         let mut data = String::new();
@@ -183,11 +204,16 @@ impl<R: Read> SseReader<R> {
                 if data.is_empty() {
                     continue; // a keep-alive comment's end
                 }
-                let data = if data == "[DONE]" {
-                    Value::String(data)
-                } else {
-                    serde_json::from_str(&data).unwrap_or_else(|e| panic!("bad data {data}: {e}"))
-                };
+                if data == "[DONE]" {
+                    assert!(
+                        name.is_empty(),
+                        "[DONE] is an unnamed event, got event: {name}"
+                    );
+                    self.done = true;
+                    return None;
+                }
+                let data: Value =
+                    serde_json::from_str(&data).unwrap_or_else(|e| panic!("bad data {data}: {e}"));
                 return Some(SseEvent {
                     name: if name.is_empty() {
                         "message".into()
@@ -205,12 +231,18 @@ impl<R: Read> SseReader<R> {
         }
     }
 
-    pub fn collect(mut self) -> Vec<SseEvent> {
+    /// Every event up to the end of the stream (`[DONE]` not included).
+    pub fn collect(self) -> Vec<SseEvent> {
+        self.collect_with_done().0
+    }
+
+    /// Every event, and whether the stream ended with `data: [DONE]`.
+    pub fn collect_with_done(mut self) -> (Vec<SseEvent>, bool) {
         let mut out = Vec::new();
         while let Some(e) = self.next_event() {
             out.push(e);
         }
-        out
+        (out, self.done)
     }
 }
 
@@ -259,10 +291,13 @@ impl Worker {
             .expect("metrics text")
     }
 
-    /// `POST /execute` that must be accepted; all its events.
+    /// `POST /execute` that must be accepted; all its events (the stream
+    /// must end with `data: [DONE]`).
     pub fn execute_events(&self, body: &Value) -> Vec<SseEvent> {
         let r = self.post("/execute", body);
         assert_eq!(r.status(), 200, "{body}: {:?}", r.text());
-        SseReader::new(r).collect()
+        let (events, done) = SseReader::new(r).collect_with_done();
+        assert!(done, "{body}: no [DONE] after {events:?}");
+        events
     }
 }

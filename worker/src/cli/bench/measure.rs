@@ -138,7 +138,7 @@ fn parallel_pass(model: &mut AnyModel, prompts: &[Vec<u32>], tg: usize) -> Resul
                 slot,
                 pos0: d,
                 ids: &p[d..d + n],
-                logits: d + n == p.len(),
+                logits: usize::from(d + n == p.len()),
             });
         }
         let logits = model.step(&chunks)?;
@@ -160,7 +160,7 @@ fn parallel_pass(model: &mut AnyModel, prompts: &[Vec<u32>], tg: usize) -> Resul
                 slot,
                 pos0: prompts[slot].len() + t,
                 ids: std::slice::from_ref(id),
-                logits: true,
+                logits: 1,
             })
             .collect();
         for (slot, l) in model.step(&chunks)?.into_iter().enumerate() {
