@@ -4,6 +4,7 @@ mod backends;
 mod bench;
 pub mod conformance;
 mod generate;
+mod perplexity;
 mod synth;
 mod tokenize;
 
@@ -44,6 +45,8 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// Write a random-weight Llama GGUF at a real model shape (for benchmarks).
     Synth(synth::SynthArgs),
+    /// Perplexity of a text per backend, side by side, and KL divergence from a reference run (as llama-perplexity).
+    Perplexity(perplexity::PerplexityArgs),
 }
 
 /// Model and backend selection shared by the commands that load a model.
@@ -72,7 +75,7 @@ pub struct ModelArgs {
 }
 
 /// Where backend plugins come from (flags override the config).
-#[derive(Debug, Args, Default)]
+#[derive(Debug, Args, Default, Clone)]
 pub struct PluginArgs {
     /// Backend plugin library, overriding `[backend] path`; without
     /// `--backend`, it selects that plugin (`--backend plugin`).
@@ -162,5 +165,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Conformance(args) => conformance::run(&args),
         Command::Synth(args) => synth::run(&args),
         Command::Bench(args) => bench::run(&args),
+        Command::Perplexity(args) => perplexity::run(&args),
     }
 }
