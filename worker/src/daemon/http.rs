@@ -39,6 +39,7 @@ pub fn router(state: Shared) -> Router {
     Router::new()
         .route("/health", get(health))
         .merge(super::orch_routes::open())
+        .merge(super::web::routes(state.settings.web))
         .merge(protected)
         .layer(middleware::from_fn(super::correlation::layer))
         .layer(DefaultBodyLimit::max(limit))

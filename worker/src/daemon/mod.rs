@@ -21,6 +21,7 @@ pub mod slots;
 pub mod sse;
 pub mod state;
 pub mod validate;
+pub mod web;
 
 use std::collections::HashMap;
 use std::future::IntoFuture;
@@ -126,6 +127,9 @@ pub struct Args {
     /// [`orch_compat::apply`] resolves them (reported back in its terms).
     #[arg(skip)]
     pub given: orch_compat::Given,
+    /// No web page: `GET /` answers health to browsers too, `/ui/` is 404.
+    #[arg(long)]
+    pub no_web: bool,
     /// Test aid: sleep this many milliseconds after each generated token.
     #[arg(long, hide = true, default_value_t = 0)]
     pub debug_token_delay_ms: u64,
@@ -240,6 +244,7 @@ pub fn settings(args: &Args, config: &Config, env_token: Option<String>) -> Resu
         metrics_every: w.metrics_every.unwrap_or(16),
         event_format: args.event_format.or(w.event_format).unwrap_or_default(),
         inference_by_url: args.queen_url.is_some(),
+        web: !args.no_web,
         outgoing_token: orch_compat::outgoing_token(),
         token_delay: Duration::from_millis(args.debug_token_delay_ms),
     })

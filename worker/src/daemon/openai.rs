@@ -163,6 +163,27 @@ async fn handle(
     }
 }
 
+/// llama.cpp server's `timings` of the last stream chunk: prompt tokens
+/// computed (cached ones are not) and generated, their milliseconds and
+/// tokens per second.
+fn timings(prompt_n: usize, prompt_ms: f64, predicted_n: usize, predicted_ms: f64) -> Value {
+    let per_second = |n: usize, ms: f64| {
+        if ms > 0.0 {
+            n as f64 * 1000.0 / ms
+        } else {
+            0.0
+        }
+    };
+    json!({
+        "prompt_n": prompt_n,
+        "prompt_ms": prompt_ms,
+        "prompt_per_second": per_second(prompt_n, prompt_ms),
+        "predicted_n": predicted_n,
+        "predicted_ms": predicted_ms,
+        "predicted_per_second": per_second(predicted_n, predicted_ms),
+    })
+}
+
 /// OpenAI's `usage`, with the prompt tokens served from the KV cache of
 /// an earlier request in `prompt_tokens_details.cached_tokens`.
 fn usage(prompt_tokens: usize, cached: usize, completion_tokens: usize) -> Value {
@@ -223,6 +244,8 @@ fn stream_chunks(
                 tokens_out,
                 stop_reason,
                 prompt_tokens_cached,
+                prompt_time_ms,
+                decode_time_ms,
                 ..
             } => {
                 let delta = match meta.kind {
@@ -231,6 +254,12 @@ fn stream_chunks(
                 };
                 let mut last = meta.chunk(delta, Some(finish_reason(stop_reason)));
                 last["usage"] = usage(prompt_tokens, prompt_tokens_cached, tokens_out);
+                last["timings"] = timings(
+                    prompt_tokens - prompt_tokens_cached.min(prompt_tokens),
+                    prompt_time_ms,
+                    tokens_out,
+                    decode_time_ms,
+                );
                 return futures::stream::iter(vec![
                     Ok(Event::default().data(last.to_string())),
                     Ok(Event::default().data("[DONE]")),

@@ -9,7 +9,7 @@ use std::time::Duration;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State as Ext};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
@@ -46,12 +46,16 @@ pub fn protected() -> Router<Shared> {
         .route("/v1/admin/shutdown", post(shutdown))
 }
 
-/// `GET /`: the health object, 200 once the model is loaded and 503
+/// `GET /`: the web page for a browser (it asks for HTML); else the
+/// health object, 200 once the model is loaded and 503
 /// before (llama-orch's current hive polls this path and takes any 2xx as
 /// "started"; its queen sends jobs right after). `/health` and
 /// `/v1/health` answer 200 while loading too: the older hive kills a
 /// worker whose health check fails while it loads.
-async fn root(state: Ext<Shared>) -> Response {
+async fn root(state: Ext<Shared>, headers: HeaderMap) -> Response {
+    if state.settings.web && super::web::wants_page(&headers) {
+        return super::web::page().await;
+    }
     let loaded = state.ready.get().is_some();
     let body = health(state).await;
     if loaded {

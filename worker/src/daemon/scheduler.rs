@@ -49,6 +49,8 @@ struct Stream {
     events: mpsc::UnboundedSender<JobEvent>,
     cancel: std::sync::Arc<std::sync::atomic::AtomicBool>,
     accepted: Instant,
+    /// When the engine took the job (its prompt starts then).
+    admitted: Instant,
     decode_started: Option<Instant>,
     last_token_at: Option<Instant>,
     tokens: usize,
@@ -158,6 +160,7 @@ pub fn run(state: &State, model: &mut AnyModel, mut rx: mpsc::Receiver<Job>) {
                 i += 1;
             }
         }
+        state.slots_busy.store(slots.busy(), Ordering::Relaxed);
         if running.is_empty() {
             continue;
         }
@@ -179,6 +182,7 @@ fn admit<'t>(state: &State, ready: &'t Ready, slots: &mut Slots, job: Job) -> Op
         events: job.events.clone(),
         cancel: job.cancel.clone(),
         accepted: job.accepted,
+        admitted: Instant::now(),
         decode_started: None,
         last_token_at: None,
         tokens: 0,
@@ -200,6 +204,7 @@ fn admit<'t>(state: &State, ready: &'t Ready, slots: &mut Slots, job: Job) -> Op
                 prompt_tokens: job.prompt_ids.len(),
                 prompt_tokens_cached: 0,
                 tokens_out: 0,
+                prompt_time_ms: 0.0,
                 decode_time_ms: 0.0,
                 stop_reason: StopReason::Cancelled,
                 stop_sequence: None,
@@ -392,6 +397,9 @@ fn finish(state: &State, slots: &mut Slots, r: Running<'_>, reason: StopReason) 
     let decode_ms = stream
         .decode_started
         .map_or(0.0, |t| t.elapsed().as_secs_f64() * 1000.0);
+    let prompt_ms = stream
+        .decode_started
+        .map_or(0.0, |t| (t - stream.admitted).as_secs_f64() * 1000.0);
     tracing::info!(
         tokens_out = out.ids.len(),
         stop_reason = ?out.stop_reason,
@@ -402,6 +410,7 @@ fn finish(state: &State, slots: &mut Slots, r: Running<'_>, reason: StopReason) 
         prompt_tokens: r.job.prompt_ids.len(),
         prompt_tokens_cached: r.cached,
         tokens_out: out.ids.len(),
+        prompt_time_ms: prompt_ms,
         decode_time_ms: decode_ms,
         stop_reason: out.stop_reason,
         stop_sequence: out.stop_sequence,

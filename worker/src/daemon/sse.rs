@@ -73,6 +73,7 @@ pub fn event_json(
         ),
         JobEvent::End {
             tokens_out,
+            prompt_time_ms,
             decode_time_ms,
             stop_reason,
             stop_sequence,
@@ -84,6 +85,7 @@ pub fn event_json(
                 "tokens_out": tokens_out,
                 "prompt_tokens": prompt_tokens,
                 "prompt_tokens_cached": prompt_tokens_cached,
+                "prompt_time_ms": prompt_time_ms,
                 "decode_time_ms": decode_time_ms,
                 "stop_reason": stop_reason_str(stop_reason),
                 "stop_sequence_matched": stop_sequence,

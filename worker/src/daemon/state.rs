@@ -34,6 +34,8 @@ pub struct Settings {
     /// `POST /v1/inference` answers `{job_id, sse_url}` instead of the
     /// stream itself (llama-orch's current queen; set by `--queen-url`).
     pub inference_by_url: bool,
+    /// The web page is served (`--no-web` turns it off).
+    pub web: bool,
     /// Bearer token sent on the ready callback and heartbeats (`LLORCH_API_TOKEN`).
     pub outgoing_token: Option<String>,
     /// Test aid: sleep this long after each token (0: none).
@@ -104,6 +106,8 @@ pub enum JobEvent {
         /// cache (prefix reuse) and were not computed again.
         prompt_tokens_cached: usize,
         tokens_out: usize,
+        /// From the engine taking the job to its prompt's logits (prefill).
+        prompt_time_ms: f64,
         decode_time_ms: f64,
         stop_reason: StopReason,
         stop_sequence: Option<String>,
