@@ -3,10 +3,7 @@
 
 mod daemon_support;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
 use std::process::Command;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use daemon_support::*;
@@ -430,46 +427,6 @@ fn full_queue_answers_503() {
     assert!(ok[0].2.contains("MAX_TOKENS"), "{}", ok[0].2);
 }
 
-/// A fake pool manager: answers every request with `status` and forwards bodies.
-fn fake_manager(status: u16) -> (u16, mpsc::Receiver<(String, Value)>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut request_line = String::new();
-            if reader.read_line(&mut request_line).is_err() {
-                continue;
-            }
-            let mut length = 0;
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-                let lower = line.to_ascii_lowercase();
-                if let Some(v) = lower.strip_prefix("content-length:") {
-                    length = v.trim().parse().unwrap_or(0);
-                }
-            }
-            let mut body = vec![0; length];
-            let _ = reader.read_exact(&mut body);
-            let _ = write!(
-                stream,
-                "HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
-            );
-            let path = request_line.split(' ').nth(1).unwrap_or("").to_string();
-            let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
-            if tx.send((path, body)).is_err() {
-                break;
-            }
-        }
-    });
-    (port, rx)
-}
-
 #[test]
 fn ready_callback_reaches_the_pool_manager_and_heartbeats_follow() {
     let (port, rx) = fake_manager(200);
@@ -478,7 +435,8 @@ fn ready_callback_reaches_the_pool_manager_and_heartbeats_follow() {
         &["--callback-url", &callback, "--heartbeat-interval-s", "0.2"],
         &[],
     );
-    let (path, body) = rx.recv_timeout(Duration::from_secs(60)).expect("callback");
+    let callback_request = rx.recv_timeout(Duration::from_secs(60)).expect("callback");
+    let (path, body) = (callback_request.path, callback_request.body);
     assert_eq!(path, "/workers/ready");
     assert_eq!(body["worker_id"], "w-test");
     assert_eq!(body["url"], json!(w.base));
@@ -492,7 +450,8 @@ fn ready_callback_reaches_the_pool_manager_and_heartbeats_follow() {
             .ends_with("tiny-llama2-f32.gguf"),
         "{body}"
     );
-    let (path, hb) = rx.recv_timeout(Duration::from_secs(10)).expect("heartbeat");
+    let heartbeat = rx.recv_timeout(Duration::from_secs(10)).expect("heartbeat");
+    let (path, hb) = (heartbeat.path, heartbeat.body);
     assert_eq!(path, "/v1/heartbeat");
     assert_eq!(hb["worker_id"], "w-test");
     assert_eq!(hb["state"], "ready");

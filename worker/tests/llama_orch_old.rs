@@ -27,67 +27,11 @@
 
 mod daemon_support;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
-use std::sync::mpsc;
+use std::io::Read;
 use std::time::{Duration, Instant};
 
 use daemon_support::*;
 use serde_json::{json, Value};
-
-/// One request the fake hive received.
-#[derive(Debug)]
-struct Received {
-    path: String,
-    authorization: Option<String>,
-    body: Value,
-}
-
-/// A hive that answers every POST 200 `{"message": ...}` and reports it.
-fn fake_hive() -> (u16, mpsc::Receiver<Received>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { break };
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut request_line = String::new();
-            let _ = reader.read_line(&mut request_line);
-            let mut length = 0usize;
-            let mut authorization = None;
-            loop {
-                let mut h = String::new();
-                if reader.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
-                    break;
-                }
-                let (name, value) = h.split_once(':').unwrap_or((&h, ""));
-                match name.to_ascii_lowercase().as_str() {
-                    "content-length" => length = value.trim().parse().unwrap_or(0),
-                    "authorization" => authorization = Some(value.trim().to_string()),
-                    _ => {}
-                }
-            }
-            let mut body = vec![0; length];
-            let _ = reader.read_exact(&mut body);
-            let answer = r#"{"message":"Worker registered as ready"}"#;
-            let _ = write!(
-                stream,
-                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
-                answer.len()
-            );
-            let received = Received {
-                path: request_line.split(' ').nth(1).unwrap_or("").to_string(),
-                authorization,
-                body: serde_json::from_slice(&body).unwrap_or(Value::Null),
-            };
-            if tx.send(received).is_err() {
-                break;
-            }
-        }
-    });
-    (port, rx)
-}
 
 /// rbee-keeper's reading of the relayed stream: events split on a blank
 /// line, each must start with `data: `, up to `[DONE]`.
@@ -118,7 +62,7 @@ fn valid_model_ref(s: &str) -> bool {
 
 #[test]
 fn spawned_by_the_old_hive_with_its_callback_heartbeat_queen_and_shutdown() {
-    let (hive, received) = fake_hive();
+    let (hive, received) = fake_manager(200);
     let port = free_port();
     let args: Vec<String> = [
         "--worker-id",

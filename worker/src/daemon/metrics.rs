@@ -130,12 +130,6 @@ pub struct Metrics {
     recent_tokens: Mutex<VecDeque<Instant>>,
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
-        Metrics::new("")
-    }
-}
-
 impl Metrics {
     /// The metrics of the worker `worker_id` (the label of `worker_vram_bytes`).
     pub fn new(worker_id: &str) -> Self {

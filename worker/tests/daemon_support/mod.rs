@@ -301,3 +301,62 @@ impl Worker {
         events
     }
 }
+
+/// One request a [`fake_manager`] received.
+#[derive(Debug)]
+pub struct Received {
+    pub path: String,
+    pub authorization: Option<String>,
+    pub body: Value,
+}
+
+/// A fake pool manager on a free loopback port: answers every request with
+/// `status` and `{"message": "ok"}` (llama-orch's hive answers a JSON
+/// message), and reports each request.
+pub fn fake_manager(status: u16) -> (u16, std::sync::mpsc::Receiver<Received>) {
+    use std::io::Write;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut request_line = String::new();
+            if reader.read_line(&mut request_line).is_err() {
+                continue;
+            }
+            let mut length = 0usize;
+            let mut authorization = None;
+            loop {
+                let mut h = String::new();
+                if reader.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
+                    break;
+                }
+                let (name, value) = h.split_once(':').unwrap_or((&h, ""));
+                match name.to_ascii_lowercase().as_str() {
+                    "content-length" => length = value.trim().parse().unwrap_or(0),
+                    "authorization" => authorization = Some(value.trim().to_string()),
+                    _ => {}
+                }
+            }
+            let mut body = vec![0; length];
+            let _ = reader.read_exact(&mut body);
+            let answer = r#"{"message":"ok"}"#;
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
+                answer.len()
+            );
+            let received = Received {
+                path: request_line.split(' ').nth(1).unwrap_or("").to_string(),
+                authorization,
+                body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+            };
+            if tx.send(received).is_err() {
+                break;
+            }
+        }
+    });
+    (port, rx)
+}
