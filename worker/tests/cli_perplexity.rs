@@ -262,6 +262,10 @@ fn a_reference_written_by_one_run_is_read_by_another() {
         &["--kl-base", base.to_str().unwrap(), "--ctx", "64"],
         "computed with a context of 32",
     );
+    fails_with(
+        &["--kl-base", base.to_str().unwrap(), "--chunks", "1"],
+        "the reference holds",
+    );
     let _ = std::fs::remove_file(base);
 }
 

@@ -140,6 +140,14 @@ pub fn run(args: &PerplexityArgs) -> Result<()> {
         (Some(r), _) => r.n_ctx,
         (None, c) => c.unwrap_or(DEFAULT_CTX),
     };
+    if let (Some(r), Some(n)) = (&reader, args.chunks) {
+        if n != r.chunks {
+            bail!(
+                "--chunks {n}, but the reference holds {} chunks, which are what is scored; leave --chunks out",
+                r.chunks
+            );
+        }
+    }
     let json_stdout = args.json.as_deref().is_some_and(|p| p.as_os_str() == "-");
     let mut tokens: Option<Vec<u32>> = None;
     let mut plan: Option<Plan> = None;
