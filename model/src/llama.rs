@@ -438,17 +438,15 @@ impl<B: Backend> Llama<B> {
             let mut caches = slot_caches(layer, &slots)?;
             b.kv_append_batch(&mut caches, &k, &v, &spans)?;
             let caches: Vec<&B::KvCache> = caches.into_iter().map(|c| &*c).collect();
-            let attn = if tracing {
-                // Traced runs (one sequence) take the composed path so the
-                // probabilities exist.
+            if tracing {
+                // Observed only: the pass below runs the same fused
+                // attention as production; the probabilities it never
+                // materialises are computed on the side for the trace.
                 let (cache, pos0) = (caches[0], spans[0].pos0);
                 let scores = b.attention_scores(&q, cache, pos0, shape)?;
-                let probs = b.softmax(&scores)?;
-                emit("kq_softmax", Some(l), &probs);
-                b.attention_weighted_sum(&probs, cache, pos0, shape)?
-            } else {
-                b.attention_batch(&q, &caches, &spans, shape)?
-            };
+                emit("kq_softmax", Some(l), &b.softmax(&scores)?);
+            }
+            let attn = b.attention_batch(&q, &caches, &spans, shape)?;
             emit("attn_out", Some(l), &attn);
             let attn = b.matmul(&attn, &blk.wo)?;
             x = b.add(&x, &attn)?;

@@ -1,6 +1,8 @@
 //! Intermediate activations of the tiny F32 model against an independent
 //! numpy forward pass (testdata/fixtures/checkpoints_tiny.json), which the
-//! fixture script itself checked against llama.cpp's logits.
+//! fixture script itself checked against llama.cpp's logits, on ndarray,
+//! candle and cpu. A traced pass runs the production path (the fused
+//! attention); `kq_softmax` is computed beside it for the trace.
 
 mod common;
 
@@ -100,4 +102,14 @@ fn ndarray_kv_cache_continuation_matches_full_pass() {
 #[test]
 fn candle_kv_cache_continuation_matches_full_pass() {
     kv_cache_continuation_matches_full_pass(candle());
+}
+
+#[test]
+fn cpu_checkpoints_match_numpy() {
+    every_checkpoint_matches_numpy(cpu_backend());
+}
+
+#[test]
+fn cpu_kv_cache_continuation_matches_full_pass() {
+    kv_cache_continuation_matches_full_pass(cpu_backend());
 }
