@@ -18,6 +18,10 @@ pub struct BackendDescriptor {
 
 inventory::collect!(BackendDescriptor);
 
+/// The device word that lets each backend pick: its first GPU where it
+/// runs on CUDA and one is usable here, else the CPU.
+pub const AUTO_DEVICE: &str = "auto";
+
 /// Every backend linked into this binary, sorted by name.
 pub fn descriptors() -> Vec<&'static BackendDescriptor> {
     let mut all: Vec<_> = inventory::iter::<BackendDescriptor>.into_iter().collect();
@@ -39,11 +43,35 @@ impl BackendDescriptor {
             })
     }
 
-    /// The device a bare ordinal means on this backend, as pool managers
-    /// pass `--device N`: `cuda:N` where the backend runs on CUDA devices,
+    /// `auto`: the first GPU where the backend runs on CUDA and one is
+    /// usable here, else the CPU if the backend runs there.
+    fn auto_device(&self) -> Result<String, String> {
+        let gpu = "cuda:0";
+        let gpu_here = self.declares(gpu) && (self.probe)(gpu).is_ok();
+        if gpu_here {
+            Ok(gpu.to_string())
+        } else if self.declares("cpu") {
+            Ok("cpu".to_string())
+        } else {
+            Err(format!(
+                "device auto: backend '{}' runs on {} only, and {}",
+                self.name,
+                self.devices.join(", "),
+                (self.probe)(gpu)
+                    .err()
+                    .unwrap_or_else(|| "no GPU is usable here".into())
+            ))
+        }
+    }
+
+    /// The device `device` means on this backend: `auto` (see
+    /// [`AUTO_DEVICE`]), or a bare ordinal as pool managers pass `--device N`: `cuda:N` where the backend runs on CUDA devices,
     /// `cpu` for 0 on a CPU-only backend (the only CPU there is), an error
     /// for any other number there. Any other device string is returned as is.
     pub fn resolve_device(&self, device: &str) -> Result<String, String> {
+        if device == AUTO_DEVICE {
+            return self.auto_device();
+        }
         if device.is_empty() || !device.bytes().all(|b| b.is_ascii_digit()) {
             return Ok(device.to_string());
         }
@@ -130,5 +158,34 @@ mod tests {
         let e = cpu.resolve_device("1").unwrap_err();
         assert!(e.contains("GPU ordinal") && e.contains("'c'"), "{e}");
         assert!(cpu.resolve_device("99999999999").is_err());
+    }
+
+    #[test]
+    fn auto_is_the_first_usable_gpu_else_the_cpu() {
+        let no_gpu = BackendDescriptor {
+            name: "g",
+            description: "",
+            devices: &["cpu", "cuda:N"],
+            probe: |d| {
+                if d == "cpu" {
+                    Ok(())
+                } else {
+                    Err("no GPU here".into())
+                }
+            },
+            preference: 0,
+        };
+        assert_eq!(no_gpu.resolve_device("auto").unwrap(), "cpu");
+        let gpu = BackendDescriptor {
+            probe: |_| Ok(()),
+            ..no_gpu
+        };
+        assert_eq!(gpu.resolve_device("auto").unwrap(), "cuda:0");
+        let gpu_only = BackendDescriptor {
+            devices: &["cuda:N"],
+            ..no_gpu
+        };
+        let e = gpu_only.resolve_device("auto").unwrap_err();
+        assert!(e.contains("no GPU here"), "{e}");
     }
 }

@@ -54,7 +54,7 @@ fn default_kind() -> String {
 }
 
 fn default_device() -> String {
-    "cpu".into()
+    rbees_core::AUTO_DEVICE.into()
 }
 
 impl Default for BackendSection {
@@ -103,7 +103,7 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/default.toml");
         let c = Config::load(&path).unwrap();
         assert_eq!(c.backend.kind, "auto");
-        assert_eq!(c.backend.device, "cpu");
+        assert_eq!(c.backend.device, "auto");
         assert!(c.model.path.is_some());
     }
 

@@ -178,7 +178,12 @@ pub fn with_backend<V: BackendVisitor>(choice: &BackendChoice, visitor: V) -> Re
     let descriptor = match choice.plugins.select(&choice.kind)? {
         Selected::Plugin(lib) => {
             let source = format!("plugin '{}' ({})", lib.name(), lib.path().display());
-            let backend = PluginBackend::new(lib, &choice.options)
+            // Plugins say nothing of their devices before they start: `auto` is the CPU.
+            let mut options = choice.options.clone();
+            if options.device == rbees_core::AUTO_DEVICE {
+                options.device = "cpu".into();
+            }
+            let backend = PluginBackend::new(lib, &options)
                 .with_context(|| format!("cannot start {source}"))?;
             return visitor.visit(backend);
         }
@@ -364,7 +369,7 @@ fn load_auto(
         match with_backend(&candidate, visitor) {
             Ok(model) => {
                 let mut why = format!(
-                    "backend {AUTO_KIND}: picked '{}' on {device}, the most preferred backend that runs this model here",
+                    "backend {AUTO_KIND}: picked '{}' on {here}, the most preferred backend that runs this model here",
                     descriptor.name
                 );
                 if !passed_over.is_empty() {

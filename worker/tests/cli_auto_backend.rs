@@ -129,3 +129,18 @@ fn auto_on_a_device_nothing_here_can_use_lists_every_reason() {
     );
     assert!(stderr.contains("cuda-kernels: "), "{stderr}");
 }
+
+#[test]
+fn device_auto_is_the_gpu_where_one_is_usable_else_the_cpu() {
+    // No GPU here: `auto` (the default device) is the CPU for a backend
+    // that runs on both, and a clear error for a GPU-only one.
+    let model = repo_root().join("testdata/models/tiny-llama2-q8_0.gguf");
+    let (json, stderr) = generate(&model, &["--backend", "candle", "--device", "auto"]);
+    assert_eq!(json["backend"], "candle", "{stderr}");
+    assert_eq!(json["device"], "cpu", "{stderr}");
+    let stderr = generate_fails(&model, &["--backend", "cuda-kernels", "--device", "auto"]);
+    assert!(
+        stderr.contains("device auto") && stderr.contains("cuda-kernels"),
+        "{stderr}"
+    );
+}
