@@ -298,3 +298,99 @@ fn plugins_are_measured_next_to_the_built_in_backends() {
     assert_eq!(names, ["candle", "cpu", "ndarray", "example"]);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn quality_joins_speed_in_one_report() {
+    // The same numbers `rbees perplexity` gives for the same text and settings.
+    let dir = scratch("quality");
+    let text = dir.join("text.txt");
+    std::fs::write(
+        &text,
+        "The quick brown fox jumps over the lazy dog while the farmer watches. ".repeat(30),
+    )
+    .unwrap();
+    let quality = [
+        "--quality",
+        text.to_str().unwrap(),
+        "--quality-ctx",
+        "32",
+        "--quality-chunks",
+        "3",
+    ];
+    let mut args = vec![
+        "--backend",
+        "ndarray",
+        "--backend",
+        "cpu",
+        "--pp",
+        "8",
+        "--tg",
+        "2",
+    ];
+    args.extend_from_slice(&quality);
+    let doc = bench_json(&args, &dir);
+    let q = &doc["quality"];
+    assert_eq!(q["n_ctx"], 32);
+    assert_eq!(q["chunks"], 3);
+    let rows = q["results"].as_array().unwrap();
+    let names: Vec<&str> = rows
+        .iter()
+        .map(|r| r["backend"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["ndarray", "cpu"]);
+    let model = repo_root().join("testdata/models/tiny-llama2-q8_0.gguf");
+    let out = rbees(
+        &[
+            "perplexity",
+            "--model",
+            model.to_str().unwrap(),
+            "--file",
+            text.to_str().unwrap(),
+            "--backend",
+            "cpu",
+            "--ctx",
+            "32",
+            "--chunks",
+            "3",
+            "--threads",
+            "1",
+            "--json",
+            "-",
+        ],
+        &dir,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let alone: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rows[1]["ppl"], alone["results"][0]["ppl"]);
+    assert!(rows[0]["ppl"].as_f64().unwrap() > 1.0);
+    // Without --json the quality table follows the speed table.
+    let out = rbees(
+        &[
+            "bench",
+            "--model",
+            model.to_str().unwrap(),
+            "--backend",
+            "cpu",
+            "--pp",
+            "8",
+            "--tg",
+            "2",
+            "--reps",
+            "1",
+            "--quality",
+            text.to_str().unwrap(),
+            "--quality-ctx",
+            "32",
+            "--quality-chunks",
+            "3",
+        ],
+        &dir,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let table = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        table.contains("| backend | device | PPL | tokens/s |"),
+        "{table}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}

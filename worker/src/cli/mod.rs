@@ -4,7 +4,7 @@ mod backends;
 mod bench;
 pub mod conformance;
 mod generate;
-mod perplexity;
+pub mod perplexity;
 mod synth;
 mod tokenize;
 

@@ -66,6 +66,17 @@ pub struct BenchArgs {
     /// Write an SVG bar chart to this file.
     #[arg(long)]
     pub chart: Option<PathBuf>,
+    /// Also score each backend's quality on this text (`rbees perplexity`
+    /// with `--quality-chunks` chunks of `--quality-ctx` tokens), in the
+    /// same report: speed and quality side by side.
+    #[arg(long, value_name = "TEXT")]
+    pub quality: Option<PathBuf>,
+    /// Chunks of the `--quality` text to score.
+    #[arg(long, default_value_t = 4)]
+    pub quality_chunks: usize,
+    /// Tokens per `--quality` chunk (llama-perplexity's `-c`).
+    #[arg(long, default_value_t = super::perplexity::DEFAULT_CTX)]
+    pub quality_ctx: usize,
     #[command(flatten)]
     pub plugins: PluginArgs,
     /// Internal: measure the one backend given, reporting JSON lines.
@@ -173,6 +184,26 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         results.push(row);
     }
     bar.finish_and_clear();
+    // Quality in this process, after every speed run (it needs no peak-memory isolation).
+    let quality = match &args.quality {
+        Some(text) => Some(super::perplexity::compute(
+            &super::perplexity::PerplexityArgs {
+                model: Some(model.clone()),
+                file: Some(text.clone()),
+                config: args.config.clone(),
+                backends: requested.clone(),
+                device: Some(args.device.clone()),
+                ctx: Some(args.quality_ctx),
+                chunks: Some(args.quality_chunks),
+                threads: Some(threads),
+                kl_base: None,
+                json: None,
+                plugins: args.plugins.clone(),
+            },
+            json_to_stdout,
+        )?),
+        None => None,
+    };
 
     let doc = Document {
         model: model.display().to_string(),
@@ -191,6 +222,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
         results,
+        quality,
     };
     match &args.json {
         Some(_) if json_to_stdout => println!("{}", serde_json::to_string_pretty(&doc)?),
@@ -200,6 +232,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             print!("{}", report::markdown(&doc));
         }
         None => print!("{}", report::markdown(&doc)),
+    }
+    if let (Some(q), false) = (&doc.quality, json_to_stdout) {
+        print!("\n{}", super::perplexity::table(q));
     }
     if let Some(path) = &args.chart {
         chart::write_chart(&doc, path)?;

@@ -88,6 +88,9 @@ pub struct Document {
     pub rbees_version: &'static str,
     pub unix_time: u64,
     pub results: Vec<Row>,
+    /// With `--quality`: each backend's perplexity on the text.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quality: Option<crate::cli::perplexity::Report>,
 }
 
 fn cell(spread: Option<Spread>) -> String {
@@ -276,6 +279,7 @@ mod tests {
                 Row::measured("ndarray".into(), measured),
                 Row::failed("candle:cuda:0".into(), "no GPU\nhere".into()),
             ],
+            quality: None,
         };
         let table = markdown(&doc);
         assert!(
@@ -320,6 +324,7 @@ mod tests {
             rbees_version: "0",
             unix_time: 0,
             results: vec![Row::measured("cuda-kernels:cuda:0".into(), measured)],
+            quality: None,
         };
         // 2e12 B/s / 1000 MiB = 1907.3 tokens/s; 953.7 is half of it.
         assert_eq!(

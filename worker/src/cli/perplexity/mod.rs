@@ -113,6 +113,23 @@ enum Sink<'a> {
 }
 
 pub fn run(args: &PerplexityArgs) -> Result<()> {
+    let json_stdout = args.json.as_deref().is_some_and(|p| p.as_os_str() == "-");
+    let report = compute(args, json_stdout)?;
+    match &args.json {
+        Some(_) if json_stdout => println!("{}", serde_json::to_string_pretty(&report)?),
+        Some(p) => {
+            std::fs::write(p, serde_json::to_string_pretty(&report)?)
+                .with_context(|| format!("cannot write {}", p.display()))?;
+            print!("{}", table(&report));
+        }
+        None => print!("{}", table(&report)),
+    }
+    Ok(())
+}
+
+/// Scores every backend of `args` (saying nothing on stderr if `quiet`):
+/// the report `run` prints, and `rbees bench --quality` adds to its own.
+pub fn compute(args: &PerplexityArgs, quiet: bool) -> Result<Report> {
     let config = Config::load_or_default(args.config.as_deref())?;
     let specs = if args.backends.is_empty() {
         vec![config.backend.kind.clone()]
@@ -148,7 +165,6 @@ pub fn run(args: &PerplexityArgs) -> Result<()> {
             );
         }
     }
-    let json_stdout = args.json.as_deref().is_some_and(|p| p.as_os_str() == "-");
     let mut tokens: Option<Vec<u32>> = None;
     let mut plan: Option<Plan> = None;
     let mut reference = reader
@@ -208,7 +224,7 @@ pub fn run(args: &PerplexityArgs) -> Result<()> {
                 },
                 None => Plan::new(t.len(), n_ctx, args.chunks).map_err(anyhow::Error::msg)?,
             };
-            if !json_stdout {
+            if !quiet {
                 eprintln!(
                     "scoring {} chunks of {n_ctx} tokens ({} tokens scored, the second half of each) of {} tokens",
                     p.chunks,
@@ -230,7 +246,7 @@ pub fn run(args: &PerplexityArgs) -> Result<()> {
         let mut model = loaded.model;
         let name = model.backend_name().to_string();
         let device = model.device_name();
-        let bar = progress_bar(plan.chunks, &name, json_stdout);
+        let bar = progress_bar(plan.chunks, &name, quiet);
         let mut kl = KlSums::default();
         // Compared with the reference once there is one (read, or written
         // by an earlier backend of this run); else this run writes it.
@@ -247,7 +263,7 @@ pub fn run(args: &PerplexityArgs) -> Result<()> {
                 )?
             }
             (None, Some(path)) => {
-                if !json_stdout {
+                if !quiet {
                     eprintln!(
                         "writing the reference logits of backend {name} to {} ({:.1} MB)",
                         path.display(),
@@ -281,24 +297,14 @@ pub fn run(args: &PerplexityArgs) -> Result<()> {
         });
     }
     let plan = plan.context("no backend ran")?;
-    let report = Report {
+    Ok(Report {
         model: model_path,
         n_ctx,
         chunks: plan.chunks,
         tokens: plan.scored(),
         reference,
         results,
-    };
-    match &args.json {
-        Some(_) if json_stdout => println!("{}", serde_json::to_string_pretty(&report)?),
-        Some(p) => {
-            std::fs::write(p, serde_json::to_string_pretty(&report)?)
-                .with_context(|| format!("cannot write {}", p.display()))?;
-            print!("{}", table(&report));
-        }
-        None => print!("{}", table(&report)),
-    }
-    Ok(())
+    })
 }
 
 fn model_args(args: &PerplexityArgs, spec: &str, n_ctx: usize) -> ModelArgs {
@@ -423,7 +429,7 @@ fn progress_bar(chunks: usize, backend: &str, hidden: bool) -> ProgressBar {
 }
 
 /// The side-by-side table (markdown).
-fn table(r: &Report) -> String {
+pub fn table(r: &Report) -> String {
     let mut out = format!(
         "perplexity of {} over {} chunks of {} tokens ({} tokens scored)\n",
         r.model, r.chunks, r.n_ctx, r.tokens
