@@ -346,13 +346,11 @@ fn load_auto(
     // Backends for another kind of device are not candidates at all.
     // A bare ordinal (`--device 0`) is `cuda:0` for a GPU backend and the
     // CPU for a CPU-only one.
-    let candidates = rbees_core::by_preference()
-        .into_iter()
-        .filter(|d| d.resolve_device(device).is_ok_and(|dev| d.declares(&dev)));
-    for descriptor in candidates {
-        let here = descriptor
-            .resolve_device(device)
-            .map_err(anyhow::Error::msg)?;
+    let candidates = rbees_core::by_preference().into_iter().filter_map(|d| {
+        let here = d.resolve_device(device).ok()?;
+        d.declares(&here).then_some((d, here))
+    });
+    for (descriptor, here) in candidates {
         if let Err(why) = (descriptor.probe)(&here) {
             passed_over.push(format!("{}: {why}", descriptor.name));
             continue;

@@ -364,28 +364,21 @@ fn quality_joins_speed_in_one_report() {
     assert_eq!(rows[1]["ppl"], alone["results"][0]["ppl"]);
     assert!(rows[0]["ppl"].as_f64().unwrap() > 1.0);
     // Without --json the quality table follows the speed table.
-    let out = rbees(
-        &[
-            "bench",
-            "--model",
-            model.to_str().unwrap(),
-            "--backend",
-            "cpu",
-            "--pp",
-            "8",
-            "--tg",
-            "2",
-            "--reps",
-            "1",
-            "--quality",
-            text.to_str().unwrap(),
-            "--quality-ctx",
-            "32",
-            "--quality-chunks",
-            "3",
-        ],
-        &dir,
-    );
+    let mut args = vec![
+        "bench",
+        "--model",
+        model.to_str().unwrap(),
+        "--backend",
+        "cpu",
+        "--pp",
+        "8",
+        "--tg",
+        "2",
+        "--reps",
+        "1",
+    ];
+    args.extend_from_slice(&quality);
+    let out = rbees(&args, &dir);
     assert!(out.status.success(), "{}", stderr(&out));
     let table = String::from_utf8(out.stdout).unwrap();
     assert!(

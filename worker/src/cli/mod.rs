@@ -110,6 +110,15 @@ impl PluginArgs {
     }
 }
 
+/// A `--backend` spec of `bench` and `perplexity`, `NAME[:DEVICE]`: the
+/// name is everything before the first ':', the device (if any) the rest.
+pub fn split_backend_spec(spec: &str) -> (&str, Option<&str>) {
+    match spec.split_once(':') {
+        Some((name, device)) => (name, Some(device)),
+        None => (spec, None),
+    }
+}
+
 /// Most CPU threads a backend may be asked for.
 pub const MAX_THREADS: usize = 1024;
 

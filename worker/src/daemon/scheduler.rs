@@ -14,7 +14,7 @@
 use std::ops::ControlFlow;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rbees_model::{Decoding, SeqChunk, StopReason, TokenEvent};
 use tokio::sync::mpsc;
@@ -114,12 +114,17 @@ impl Stream {
 }
 
 /// Runs jobs from `rx` until the queue closes and nothing is running.
+/// How often the engine thread refreshes the device memory it reports.
+const MEMORY_SAMPLE_EVERY: Duration = Duration::from_secs(1);
+
 pub fn run(state: &State, model: &mut AnyModel, mut rx: mpsc::Receiver<Job>) {
     let Some(ready) = state.ready.get() else {
         return;
     };
     let mut slots = Slots::new(model.slots());
     let mut running: Vec<Running<'_>> = Vec::new();
+    // Device memory is asked of the driver at most this often, not per step.
+    let mut memory_sampled = Instant::now();
     let mut queue_open = true;
     loop {
         // Admit while slots are free; wait for a job only when idle.
@@ -166,7 +171,10 @@ pub fn run(state: &State, model: &mut AnyModel, mut rx: mpsc::Receiver<Job>) {
         }
         step(state, model, &mut slots, &mut running);
         state.slots_busy.store(slots.busy(), Ordering::Relaxed);
-        state.note_device_memory(model.device_memory_used());
+        if memory_sampled.elapsed() >= MEMORY_SAMPLE_EVERY {
+            state.note_device_memory(model.device_memory_used());
+            memory_sampled = Instant::now();
+        }
         if !state.settings.token_delay.is_zero() {
             std::thread::sleep(state.settings.token_delay);
         }

@@ -84,17 +84,12 @@ pub struct BenchArgs {
     pub child: bool,
 }
 
-/// `NAME[:DEVICE]`: the name is everything before the first ':'.
+/// `NAME[:DEVICE]` with the device `--device` gives when the spec has none.
 fn parse_backend(spec: &str, default_device: &str) -> BackendChoiceSpec {
-    match spec.split_once(':') {
-        Some((name, device)) => BackendChoiceSpec {
-            name: name.to_string(),
-            device: device.to_string(),
-        },
-        None => BackendChoiceSpec {
-            name: spec.to_string(),
-            device: default_device.to_string(),
-        },
+    let (name, device) = super::split_backend_spec(spec);
+    BackendChoiceSpec {
+        name: name.to_string(),
+        device: device.unwrap_or(default_device).to_string(),
     }
 }
 

@@ -165,8 +165,8 @@ pub fn compute(args: &PerplexityArgs, quiet: bool) -> Result<Report> {
             );
         }
     }
-    let mut tokens: Option<Vec<u32>> = None;
-    let mut plan: Option<Plan> = None;
+    // The tokens and the chunk plan, from the first model's tokenizer.
+    let mut prepared: Option<(Vec<u32>, Plan)> = None;
     let mut reference = reader
         .as_ref()
         .zip(args.kl_base.as_ref())
@@ -196,48 +196,20 @@ pub fn compute(args: &PerplexityArgs, quiet: bool) -> Result<Report> {
             eprintln!("{why}");
         }
         let vocab = loaded.tokenizer.vocab_size();
-        if tokens.is_none() {
-            let t = match (&reader, &text) {
-                (Some(r), text) => {
-                    if r.n_vocab != vocab {
-                        bail!(
-                            "the reference {} has a vocabulary of {} tokens, this model {vocab}: it was computed with another model",
-                            reference.as_ref().map_or("", |r| r.file.as_str()),
-                            r.n_vocab
-                        );
-                    }
-                    if let Some(text) = text {
-                        let own = tokenize(&loaded.tokenizer, text)?;
-                        if !own.starts_with(&r.tokens) {
-                            bail!("--file does not tokenize to the reference's tokens: the reference was computed on another text (or tokenizer)");
-                        }
-                    }
-                    r.tokens.clone()
-                }
-                (None, Some(text)) => tokenize(&loaded.tokenizer, text)?,
-                (None, None) => unreachable!("checked above"),
-            };
-            let p = match &reader {
-                Some(r) => Plan {
-                    n_ctx,
-                    chunks: r.chunks,
-                },
-                None => Plan::new(t.len(), n_ctx, args.chunks).map_err(anyhow::Error::msg)?,
-            };
-            if !quiet {
-                eprintln!(
-                    "scoring {} chunks of {n_ctx} tokens ({} tokens scored, the second half of each) of {} tokens",
-                    p.chunks,
-                    p.scored(),
-                    t.len()
-                );
-            }
-            tokens = Some(t);
-            plan = Some(p);
+        if prepared.is_none() {
+            prepared = Some(chunk_tokens(
+                reader.as_ref(),
+                text.as_deref(),
+                &loaded.tokenizer,
+                n_ctx,
+                args.chunks,
+                quiet,
+            )?);
         }
-        let (Some(tokens), Some(plan)) = (&tokens, plan) else {
-            unreachable!("set above")
-        };
+        let (tokens, plan) = prepared
+            .as_ref()
+            .map(|(t, p)| (t.as_slice(), *p))
+            .context("the text was tokenized above")?;
         let bos = loaded
             .tokenizer
             .add_bos()
@@ -253,6 +225,13 @@ pub fn compute(args: &PerplexityArgs, quiet: bool) -> Result<Report> {
         let scored = match (&reference, &args.kl_base) {
             (Some(_), Some(path)) => {
                 let mut base = Reader::open(path)?;
+                if base.n_vocab != vocab {
+                    bail!(
+                        "the reference {} has a vocabulary of {} tokens, this model {vocab}: it was computed with another model",
+                        path.display(),
+                        base.n_vocab
+                    );
+                }
                 score(
                     &mut model,
                     tokens,
@@ -293,10 +272,10 @@ pub fn compute(args: &PerplexityArgs, quiet: bool) -> Result<Report> {
             tokens_scored: scored.nll.count,
             running: scored.running,
             tokens_per_second: scored.tokens_per_second,
-            kl: (kl.count() > 0).then(|| kl.summary()),
+            kl: (kl.count() > 0).then(|| kl.summary(&scored.nll)),
         });
     }
-    let plan = plan.context("no backend ran")?;
+    let (_, plan) = prepared.context("no backend ran")?;
     Ok(Report {
         model: model_path,
         n_ctx,
@@ -308,19 +287,57 @@ pub fn compute(args: &PerplexityArgs, quiet: bool) -> Result<Report> {
 }
 
 fn model_args(args: &PerplexityArgs, spec: &str, n_ctx: usize) -> ModelArgs {
-    let (name, device) = match spec.split_once(':') {
-        Some((n, d)) => (n.to_string(), Some(d.to_string())),
-        None => (spec.to_string(), args.device.clone()),
-    };
+    let (name, device) = super::split_backend_spec(spec);
     ModelArgs {
         model: args.model.clone(),
         config: args.config.clone(),
-        backend: Some(name),
-        device,
+        backend: Some(name.to_string()),
+        device: device.map(str::to_string).or_else(|| args.device.clone()),
         threads: args.threads,
         plugins: args.plugins.clone(),
         ctx_size: Some(n_ctx),
     }
+}
+
+/// The tokens to score and their chunk plan: a reference's own (the text,
+/// if given too, must tokenize to them), else the text's.
+fn chunk_tokens(
+    reader: Option<&Reader>,
+    text: Option<&str>,
+    tokenizer: &rbees_model::Tokenizer,
+    n_ctx: usize,
+    chunks: Option<usize>,
+    quiet: bool,
+) -> Result<(Vec<u32>, Plan)> {
+    let (tokens, plan) = match (reader, text) {
+        (Some(r), text) => {
+            if let Some(text) = text {
+                if !tokenize(tokenizer, text)?.starts_with(&r.tokens) {
+                    bail!("--file does not tokenize to the reference's tokens: the reference was computed on another text (or tokenizer)");
+                }
+            }
+            let plan = Plan {
+                n_ctx,
+                chunks: r.chunks,
+            };
+            (r.tokens.clone(), plan)
+        }
+        (None, Some(text)) => {
+            let tokens = tokenize(tokenizer, text)?;
+            let plan = Plan::new(tokens.len(), n_ctx, chunks).map_err(anyhow::Error::msg)?;
+            (tokens, plan)
+        }
+        (None, None) => bail!("nothing to score: pass --file TEXT"),
+    };
+    if !quiet {
+        eprintln!(
+            "scoring {} chunks of {n_ctx} tokens ({} tokens scored, the second half of each) of {} tokens",
+            plan.chunks,
+            plan.scored(),
+            tokens.len()
+        );
+    }
+    Ok((tokens, plan))
 }
 
 /// The text, less one trailing newline; an empty text is an error.
@@ -390,18 +407,15 @@ fn score(
                     continue;
                 }
                 let target = chunk[pos + 1] as usize;
-                match &mut sink {
-                    Sink::None => nll.add(score::nll(row, target)),
+                let row_nll = match &mut sink {
+                    Sink::None => score::nll(row, target),
                     Sink::Write(w) => {
-                        nll.add(score::nll(row, target));
                         w.row(row)?;
+                        score::nll(row, target)
                     }
-                    Sink::Compare(r, kl) => {
-                        let base = r.next_record()?;
-                        kl.add(row, base as &dyn LogProbs, target);
-                        nll.add(score::nll(row, target));
-                    }
-                }
+                    Sink::Compare(r, kl) => kl.add(row, r.next_record()? as &dyn LogProbs, target),
+                };
+                nll.add(row_nll);
             }
         }
         running.push(nll.ppl());

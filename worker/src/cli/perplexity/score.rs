@@ -124,10 +124,10 @@ pub trait LogProbs {
     fn log_prob(&self, token: usize) -> f32;
 }
 
-/// Per-token comparison of a run with a reference run, summed.
+/// Per-token comparison of a run with a reference run, summed (the run's
+/// own NLL sums are the caller's, given to [`KlSums::summary`]).
 #[derive(Debug, Clone, Default)]
 pub struct KlSums {
-    pub ppl: NllSums,
     pub base: NllSums,
     nll_cross: f64,
     kld: Vec<f64>,
@@ -141,13 +141,13 @@ const KLD_FLOOR: f32 = -16.0;
 
 impl KlSums {
     /// Scores one row: `logits` of this run, `base` of the reference, and
-    /// the `target` token that followed.
-    pub fn add(&mut self, logits: &[f32], base: &dyn LogProbs, target: usize) {
+    /// the `target` token that followed. Returns the run's NLL of `target`.
+    pub fn add(&mut self, logits: &[f32], base: &dyn LogProbs, target: usize) -> f64 {
         let (max, lse) = max_and_lse(logits);
         let m = f64::from(max) + lse;
-        let nll_q = m - f64::from(logits[target]);
+        // As `nll`, to the bit: a run scores the same with or without a reference.
+        let nll_q = lse - f64::from(logits[target] - max);
         let nll_p = -f64::from(base.log_prob(target));
-        self.ppl.add(nll_q);
         self.base.add(nll_p);
         self.nll_cross += nll_q * nll_p;
         let mut kld = 0.0f64;
@@ -165,14 +165,16 @@ impl KlSums {
         self.same_top += usize::from(top_q == top_base.0);
         self.kld.push(kld);
         self.dp.push((-nll_q).exp() - (-nll_p).exp());
+        nll_q
     }
 
     pub fn count(&self) -> usize {
         self.kld.len()
     }
 
-    /// The summary statistics of llama-perplexity's KL-divergence mode.
-    pub fn summary(&self) -> KlSummary {
+    /// The summary statistics of llama-perplexity's KL-divergence mode;
+    /// `run` holds the NLL sums of the same rows under this run.
+    pub fn summary(&self, run: &NllSums) -> KlSummary {
         let n = self.count();
         let nf = n as f64;
         let sum: f64 = self.kld.iter().sum();
@@ -182,7 +184,7 @@ impl KlSums {
         let (msd, msd_err) = mean_and_error(dp2.iter().sum(), dp2.iter().map(|d| d * d).sum(), n);
         let rms = msd.sqrt();
         let same = self.same_top as f64 / nf.max(1.0);
-        let (q_mean, q_err) = mean_and_error(self.ppl.sum, self.ppl.sum2, n);
+        let (q_mean, q_err) = mean_and_error(run.sum, run.sum2, n);
         let (p_mean, p_err) = mean_and_error(self.base.sum, self.base.sum2, n);
         let cov = if n < 10 {
             0.0
@@ -342,7 +344,8 @@ mod tests {
             .map(|(&a, &b)| f64::from(a.exp()) * f64::from(a - b))
             .sum();
         let mut s = KlSums::default();
-        s.add(&q, &Exact(lp.clone()), 2);
+        let nll_q = s.add(&q, &Exact(lp.clone()), 2);
+        assert!((nll_q - nll(&q, 2)).abs() < 1e-12);
         assert!(
             (s.kld[0] - expected).abs() < 1e-6,
             "{} vs {expected}",
@@ -353,10 +356,11 @@ mod tests {
         assert!((s.dp[0] - dp).abs() < 1e-6);
         // A run against itself: no divergence, same top, no Δp.
         let mut same = KlSums::default();
+        let mut run = NllSums::default();
         for t in 0..20 {
-            same.add(&p, &Exact(lp.clone()), t % 4);
+            run.add(same.add(&p, &Exact(lp.clone()), t % 4));
         }
-        let sum = same.summary();
+        let sum = same.summary(&run);
         assert!(
             sum.kld_mean.abs() < 1e-6 && sum.kld_max.abs() < 1e-6,
             "{sum:?}"
