@@ -6,8 +6,7 @@ use rbees_conformance::data::{values, weight_bytes};
 use rbees_core::{
     rope_tables, Backend, BackendOptions, HostWeight, RopeVariant, Support, WeightDType,
 };
-use rbees_model::Llama;
-use rbees_worker::engine::{with_backend, AnyModel, BackendChoice, BackendVisitor};
+use rbees_worker::engine::{with_backend, BackendChoice, BackendVisitor};
 
 use crate::cases::OpCase;
 
@@ -123,10 +122,7 @@ struct MakeRunner;
 impl BackendVisitor for MakeRunner {
     type Output = Box<dyn OpRunner>;
 
-    fn visit<B: Backend>(self, backend: B) -> Result<Box<dyn OpRunner>>
-    where
-        Llama<B>: Into<AnyModel>,
-    {
+    fn visit<B: Backend>(self, backend: B) -> Result<Box<dyn OpRunner>> {
         Ok(Box::new(Runner { backend }))
     }
 }

@@ -19,7 +19,9 @@ pub use backend::{AttentionShape, Backend, BackendOptions, RopeVariant, SeqSpan}
 pub use dtype::WeightDType;
 pub use error::{BackendError, Result};
 pub use op::{Op, Support};
-pub use registry::{by_preference, descriptors, find_descriptor, BackendDescriptor, AUTO_DEVICE};
+pub use registry::{
+    by_preference, descriptors, find_descriptor, BackendDescriptor, BuiltInBackend, AUTO_DEVICE,
+};
 pub use rope::rope_tables;
 pub use weight::HostWeight;
 

@@ -1,3 +1,5 @@
+use crate::{Backend, BackendOptions, Result};
+
 /// What a backend crate registers with `inventory::submit!` so that the
 /// worker can list it and refuse an unusable choice before loading a model.
 #[derive(Debug)]
@@ -17,6 +19,17 @@ pub struct BackendDescriptor {
 }
 
 inventory::collect!(BackendDescriptor);
+
+/// A backend type linked into the binary, constructed from its descriptor's
+/// name (plugins are data, not types: the plugin host constructs those).
+/// The worker's list of linked backends is a list of these types.
+pub trait BuiltInBackend: Backend {
+    /// The name of its [`BackendDescriptor`], in config and on the command line.
+    const NAME: &'static str;
+    /// Starts the backend on `options.device`, a concrete device: `auto`
+    /// and bare ordinals are resolved first ([`BackendDescriptor::resolve_device`]).
+    fn start(options: &BackendOptions) -> Result<Self>;
+}
 
 /// The device word that lets each backend pick: its first GPU where it
 /// runs on CUDA and one is usable here, else the CPU.

@@ -16,7 +16,7 @@ use rbees_worker::config::Config;
 use rbees_worker::daemon::openai::{parse_request, ChatTemplate, Kind};
 use rbees_worker::daemon::validate::{self, MAX_JOB_ID_LEN, MAX_STOPS};
 use rbees_worker::daemon::{settings, Args};
-use rbees_worker::engine::{load_gguf, BackendChoice, Engine};
+use rbees_worker::engine::{load_gguf, BackendChoice};
 
 /// The repository root (both `fuzz/` and `worker/` sit one level below it).
 pub fn repo_root() -> PathBuf {

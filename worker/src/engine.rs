@@ -1,14 +1,14 @@
 //! Backend selection: the one place that knows every linked backend.
 //!
-//! The model is generic (`Llama<B>`); [`AnyModel`] is an `enum_dispatch`
-//! enum over the concrete model types, so the backend is chosen once per
-//! call into the engine and never per op.
+//! The model is generic (`Llama<B>`); [`AnyModel`] is a boxed [`Engine`]
+//! over the concrete model type, so the backend is chosen once per call
+//! into the engine and never per op. [`linked_backends!`] is the list of
+//! built-in backend types; the registry's descriptors name them.
 
 use std::ops::ControlFlow;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use enum_dispatch::enum_dispatch;
 use rbees_backend_candle::CandleBackend;
 use rbees_backend_cpu::CpuBackend;
 // Linked in every build: without the `cuda` feature the crate registers
@@ -19,7 +19,7 @@ extern crate rbees_backend_cuda as _;
 use rbees_backend_cuda::CudaKernelsBackend;
 use rbees_backend_ndarray::NdarrayBackend;
 use rbees_backend_plugin::PluginBackend;
-use rbees_core::{Backend, BackendError, BackendOptions};
+use rbees_core::{Backend, BackendError, BackendOptions, BuiltInBackend};
 use rbees_model::{
     generate, CapabilityReport, GenerateParams, Generated, GgufFile, Llama, LlamaConfig,
     LoadOptions, ModelError, SeqChunk, TokenEvent, Tokenizer,
@@ -28,7 +28,6 @@ use rbees_model::{
 use crate::plugins::{PluginPaths, Selected, AUTO_KIND};
 
 /// What the command line and the daemon need from a loaded model, whatever its backend.
-#[enum_dispatch]
 pub trait Engine {
     fn backend_name(&self) -> &'static str;
     fn device_name(&self) -> String;
@@ -126,19 +125,43 @@ impl<B: rbees_core::Backend> Engine for Llama<B> {
     }
 }
 
-/// A model on whichever backend the configuration picked.
-// One per process, so a few hundred bytes between variants do not matter.
-#[allow(clippy::large_enum_variant)]
-#[enum_dispatch(Engine)]
-pub enum AnyModel {
-    Ndarray(Llama<NdarrayBackend>),
-    Candle(Llama<CandleBackend>),
-    Cpu(Llama<CpuBackend>),
+/// A model on whichever backend the configuration picked. Dispatch is per
+/// call into the engine (a forward pass), never per op: inside, the model
+/// is monomorphised for its backend.
+pub type AnyModel = Box<dyn Engine + Send>;
+
+/// The backends linked into this binary, one [`BuiltInBackend`] type per
+/// line. It makes the constructor that maps a descriptor's name to its
+/// type, so adding a backend is its crate, its descriptor and one line here.
+macro_rules! linked_backends {
+    ($($(#[$cfg:meta])* $backend:ty,)*) => {
+        /// Starts the built-in backend called `name` and hands it to `visitor`.
+        fn start_built_in<V: BackendVisitor>(
+            name: &str,
+            options: &BackendOptions,
+            visitor: V,
+        ) -> Result<V::Output> {
+            $($(#[$cfg])*
+            if name == <$backend as BuiltInBackend>::NAME {
+                return visitor.visit(<$backend as BuiltInBackend>::start(options)?);
+            })*
+            bail!("backend '{name}' is registered but this binary cannot construct it")
+        }
+
+        /// Whether this binary can construct the built-in backend `name`.
+        #[cfg(test)]
+        fn is_linked(name: &str) -> bool {
+            [$($(#[$cfg])* <$backend as BuiltInBackend>::NAME,)*].contains(&name)
+        }
+    };
+}
+
+linked_backends! {
+    NdarrayBackend,
+    CandleBackend,
+    CpuBackend,
     #[cfg(feature = "cuda")]
-    CudaKernels(Llama<CudaKernelsBackend>),
-    /// Any backend loaded from a plugin library (one type for all plugins:
-    /// the library is data, not a type).
-    Plugin(Llama<PluginBackend>),
+    CudaKernelsBackend,
 }
 
 /// Which backend, where, and with how many threads.
@@ -161,13 +184,10 @@ impl BackendChoice {
     }
 }
 
-/// Work to do with a backend of whatever type the choice names. The where
-/// clause lets a visitor build an [`AnyModel`] from a `Llama<B>`.
+/// Work to do with a backend of whatever type the choice names.
 pub trait BackendVisitor {
     type Output;
-    fn visit<B: Backend>(self, backend: B) -> Result<Self::Output>
-    where
-        Llama<B>: Into<AnyModel>;
+    fn visit<B: Backend>(self, backend: B) -> Result<Self::Output>;
 }
 
 /// Constructs the chosen backend and hands it to `visitor`: the one place
@@ -205,14 +225,7 @@ pub fn with_backend<V: BackendVisitor>(choice: &BackendChoice, visitor: V) -> Re
             options.device
         );
     }
-    match descriptor.name {
-        "ndarray" => visitor.visit(NdarrayBackend::new(&options)?),
-        "candle" => visitor.visit(CandleBackend::new(&options)?),
-        "cpu" => visitor.visit(CpuBackend::new(&options)?),
-        #[cfg(feature = "cuda")]
-        rbees_backend_cuda::NAME => visitor.visit(CudaKernelsBackend::new(&options)?),
-        other => bail!("backend '{other}' is registered but this binary cannot construct it"),
-    }
+    start_built_in(descriptor.name, &options, visitor)
 }
 
 /// Refuses, before anything loads, a device the named built-in backend
@@ -249,10 +262,7 @@ struct LoadModel<'a> {
 impl BackendVisitor for LoadModel<'_> {
     type Output = AnyModel;
 
-    fn visit<B: Backend>(self, backend: B) -> Result<AnyModel>
-    where
-        Llama<B>: Into<AnyModel>,
-    {
+    fn visit<B: Backend>(self, backend: B) -> Result<AnyModel> {
         let name = backend.name();
         let model =
             Llama::load(backend, self.gguf, self.options, self.progress).with_context(|| {
@@ -261,7 +271,7 @@ impl BackendVisitor for LoadModel<'_> {
                     self.gguf.path().display()
                 )
             })?;
-        Ok(model.into())
+        Ok(Box::new(model))
     }
 }
 
@@ -396,4 +406,24 @@ fn cannot_run_here(e: &anyhow::Error) -> bool {
         e.downcast_ref::<ModelError>(),
         Some(ModelError::Capability { .. })
     ) || e.downcast_ref::<BackendError>().is_some()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every backend whose crate registers a descriptor can be started by
+    /// this binary (cuda-kernels registers one in builds without CUDA too,
+    /// to explain that it is missing).
+    #[test]
+    fn every_registered_backend_is_linked() {
+        for d in rbees_core::descriptors() {
+            let unbuilt_cuda = cfg!(not(feature = "cuda")) && d.name == rbees_backend_cuda::NAME;
+            assert!(
+                is_linked(d.name) || unbuilt_cuda,
+                "{} is not in linked_backends!",
+                d.name
+            );
+        }
+    }
 }

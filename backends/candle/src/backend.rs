@@ -1,7 +1,7 @@
 use candle_core::{Device, Module, Tensor};
 use rbees_core::{
-    checks, AttentionShape, Backend, BackendError, BackendOptions, HostWeight, Op, Result,
-    RopeVariant, Support, WeightDType,
+    checks, AttentionShape, Backend, BackendError, BackendOptions, BuiltInBackend, HostWeight, Op,
+    Result, RopeVariant, Support, WeightDType,
 };
 
 use crate::attention::{self, CandleKvCache};
@@ -21,7 +21,7 @@ pub struct CandleBackend {
 impl CandleBackend {
     pub fn new(options: &BackendOptions) -> Result<Self> {
         let device_err = |reason: String| BackendError::Device {
-            backend: "candle".into(),
+            backend: Self::NAME.into(),
             device: options.device.clone(),
             reason,
         };
@@ -81,7 +81,7 @@ impl Backend for CandleBackend {
     type KvCache = CandleKvCache;
 
     fn name(&self) -> &'static str {
-        "candle"
+        Self::NAME
     }
 
     fn device(&self) -> String {
@@ -254,5 +254,13 @@ impl Backend for CandleBackend {
         let seq = checks::attention_weighted_sum(dims(probs), dims(&cache.values), pos0, shape)?;
         attention::weighted_sum(probs, &cache.values, seq, shape)
             .map_err(candle_err("attention_weighted_sum"))
+    }
+}
+
+impl BuiltInBackend for CandleBackend {
+    const NAME: &'static str = "candle";
+
+    fn start(options: &BackendOptions) -> Result<Self> {
+        Self::new(options)
     }
 }

@@ -24,7 +24,7 @@ use rbees_core::inventory;
 
 inventory::submit! {
     rbees_core::BackendDescriptor {
-        name: "candle",
+        name: <CandleBackend as rbees_core::BuiltInBackend>::NAME,
         description: "candle-core tensors and candle-nn ops; GGUF weights stay quantised (QMatMul)",
         devices: device::DEVICES,
         probe: device::probe,

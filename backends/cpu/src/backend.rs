@@ -1,8 +1,8 @@
 //! The `Backend` implementation: shape checks, then the kernels.
 
 use rbees_core::{
-    checks, AttentionShape, Backend, BackendError, BackendOptions, HostWeight, Op, Result,
-    RopeVariant, SeqSpan, Support, WeightDType,
+    checks, AttentionShape, Backend, BackendError, BackendOptions, BuiltInBackend, HostWeight, Op,
+    Result, RopeVariant, SeqSpan, Support, WeightDType,
 };
 
 use crate::matmul;
@@ -44,7 +44,7 @@ impl CpuBackend {
 
     fn with_kernels(options: &BackendOptions, kernels: Kernels) -> Result<Self> {
         probe(&options.device).map_err(|reason| BackendError::Device {
-            backend: "cpu".into(),
+            backend: Self::NAME.into(),
             device: options.device.clone(),
             reason,
         })?;
@@ -71,7 +71,7 @@ impl Backend for CpuBackend {
     type KvCache = CpuKvCache;
 
     fn name(&self) -> &'static str {
-        "cpu"
+        Self::NAME
     }
 
     fn device(&self) -> String {
@@ -329,5 +329,13 @@ impl Backend for CpuBackend {
         checks::same("swiglu", gate.dims(), up.dims())?;
         let data = elementwise::swiglu(&gate.data, &up.data);
         Ok(CpuTensor::new(gate.rows, gate.cols, data))
+    }
+}
+
+impl BuiltInBackend for CpuBackend {
+    const NAME: &'static str = "cpu";
+
+    fn start(options: &BackendOptions) -> Result<Self> {
+        Self::new(options)
     }
 }

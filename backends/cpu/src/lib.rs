@@ -33,7 +33,7 @@ use rbees_core::inventory;
 
 inventory::submit! {
     rbees_core::BackendDescriptor {
-        name: "cpu",
+        name: <CpuBackend as rbees_core::BuiltInBackend>::NAME,
         description: "rbees' own CPU kernels: weights stay in GGUF blocks, activations rounded to Q8 as llama.cpp does, AVX2/FMA dot products, own thread pool",
         devices: &["cpu"],
         probe: backend::probe,

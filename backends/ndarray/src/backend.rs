@@ -3,8 +3,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use ndarray::{s, Array2, Axis};
 use rayon::prelude::*;
 use rbees_core::{
-    checks, AttentionShape, Backend, BackendError, BackendOptions, HostWeight, Op, Result,
-    RopeVariant, Support, WeightDType,
+    checks, AttentionShape, Backend, BackendError, BackendOptions, BuiltInBackend, HostWeight, Op,
+    Result, RopeVariant, Support, WeightDType,
 };
 
 use crate::attention::{self, NdarrayKvCache};
@@ -93,7 +93,7 @@ pub(crate) fn probe(device: &str) -> std::result::Result<(), String> {
 impl NdarrayBackend {
     pub fn new(options: &BackendOptions) -> Result<Self> {
         probe(&options.device).map_err(|reason| BackendError::Device {
-            backend: "ndarray".into(),
+            backend: Self::NAME.into(),
             device: options.device.clone(),
             reason,
         })?;
@@ -144,7 +144,7 @@ impl Backend for NdarrayBackend {
     type KvCache = NdarrayKvCache;
 
     fn name(&self) -> &'static str {
-        "ndarray"
+        Self::NAME
     }
 
     fn device(&self) -> String {
@@ -338,5 +338,13 @@ impl Backend for NdarrayBackend {
             seq,
             shape,
         ))
+    }
+}
+
+impl BuiltInBackend for NdarrayBackend {
+    const NAME: &'static str = "ndarray";
+
+    fn start(options: &BackendOptions) -> Result<Self> {
+        Self::new(options)
     }
 }

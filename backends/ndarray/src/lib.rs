@@ -23,7 +23,7 @@ pub use weight::NdarrayWeight;
 
 inventory::submit! {
     rbees_core::BackendDescriptor {
-        name: "ndarray",
+        name: <NdarrayBackend as rbees_core::BuiltInBackend>::NAME,
         description: "reference backend: readable pure-ndarray f32 kernels, weights dequantised with candle-core",
         devices: &["cpu"],
         probe: backend::probe,

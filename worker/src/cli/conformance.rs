@@ -2,11 +2,10 @@ use anyhow::{bail, Result};
 use clap::Args;
 use rbees_conformance::{Options, Report};
 use rbees_core::{descriptors, Backend, BackendOptions};
-use rbees_model::Llama;
 
 use crate::cli::PluginArgs;
 use crate::config::Config;
-use crate::engine::{with_backend, AnyModel, BackendChoice, BackendVisitor};
+use crate::engine::{with_backend, BackendChoice, BackendVisitor};
 use crate::plugins::{PluginPaths, PLUGIN_KIND};
 
 #[derive(Debug, Args)]
@@ -35,10 +34,7 @@ struct RunSuite<'a>(&'a Options);
 impl BackendVisitor for RunSuite<'_> {
     type Output = Report;
 
-    fn visit<B: Backend>(self, backend: B) -> Result<Report>
-    where
-        Llama<B>: Into<AnyModel>,
-    {
+    fn visit<B: Backend>(self, backend: B) -> Result<Report> {
         Ok(rbees_conformance::run(&backend, self.0))
     }
 }

@@ -8,7 +8,7 @@ use rbees_model::{GenerateParams, LoadOptions, SamplingParams};
 use serde_json::json;
 
 use super::ModelArgs;
-use crate::engine::{self, Engine};
+use crate::engine;
 
 #[derive(Debug, Args)]
 pub struct GenerateArgs {

@@ -8,7 +8,7 @@ use rbees_model::LoadOptions;
 use tokio::sync::{mpsc, oneshot};
 
 use super::state::{LoadState, Ready, State};
-use crate::engine::{self, BackendChoice, Engine};
+use crate::engine::{self, BackendChoice};
 
 /// Starts the engine thread. `loaded` answers once loading ends, with the
 /// error message if it failed.

@@ -23,7 +23,7 @@ use super::error::ApiError;
 use super::metrics::Outcome;
 use super::slots::Slots;
 use super::state::{unix_ms, Job, JobEvent, Ready, State};
-use crate::engine::{AnyModel, Engine};
+use crate::engine::AnyModel;
 
 /// Where a running sequence is.
 enum Phase {

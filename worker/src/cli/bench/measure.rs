@@ -12,7 +12,7 @@ use rbees_model::synth::SplitMix64;
 use rbees_model::{LoadOptions, SeqChunk};
 use serde::{Deserialize, Serialize};
 
-use crate::engine::{self, AnyModel, BackendChoice, Engine};
+use crate::engine::{self, AnyModel, BackendChoice};
 
 /// Decode steps of the warm-up (pages in the weights, sizes the caches).
 const WARMUP_DECODE_STEPS: usize = 4;

@@ -19,7 +19,7 @@ use serde::Serialize;
 
 use super::{ModelArgs, PluginArgs};
 use crate::config::Config;
-use crate::engine::{self, AnyModel, Engine};
+use crate::engine::{self, AnyModel};
 use logits_file::{Reader, Writer};
 use score::{KlSummary, KlSums, LogProbs, NllSums, Plan};
 
