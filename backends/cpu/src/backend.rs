@@ -8,9 +8,9 @@ use rbees_core::{
 use crate::matmul;
 use crate::ops::{attention, elementwise, norm, rope, softmax};
 use crate::pool::Pool;
-use crate::quant::unsupported_reason;
 use crate::simd::Kernels;
 use crate::tensor::{CpuKvCache, CpuTensor};
+use crate::types::unsupported_reason;
 use crate::weight::CpuWeight;
 
 /// rbees' own CPU backend. Owns its thread pool (sized by `threads`) and the
@@ -110,8 +110,8 @@ impl Backend for CpuBackend {
 
     fn rms_norm(&self, x: &CpuTensor, weight: &CpuWeight, eps: f32) -> Result<CpuTensor> {
         checks::rms_norm(x.dims(), weight.dims())?;
-        let w = match weight.storage.as_ref() {
-            crate::weight::Storage::F32(v) => std::borrow::Cow::Borrowed(v.as_slice()),
+        let w = match weight.layout.as_ref() {
+            crate::weight::Layout::F32(v) => std::borrow::Cow::Borrowed(v.as_slice()),
             _ => std::borrow::Cow::Owned(weight.vector()?),
         };
         Ok(norm::rms_norm(x, &w, eps))

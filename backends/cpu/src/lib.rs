@@ -22,10 +22,11 @@ mod pool;
 pub mod quant;
 pub mod simd;
 mod tensor;
+pub mod types;
 mod weight;
 
 pub use backend::CpuBackend;
-pub use quant::{supported_matmul_dtypes, unsupported_reason};
+pub use types::{supported_matmul_dtypes, unsupported_reason};
 pub use tensor::{CpuKvCache, CpuTensor};
 pub use weight::CpuWeight;
 

@@ -17,15 +17,17 @@
 //! alone: with continuous batching, a sequence's results do not depend on
 //! the sequences it shares a forward pass with.
 
-use rbees_core::{BackendError, Result, WeightDType};
+use rbees_core::{BackendError, Result};
 
 use crate::pool::{BandOut, Pool};
-use crate::quant::{interleave_scales, q4_kx8, q8_k, x8, BlockQ8, BlockQ8K, Q8x4, Scales4};
+use crate::quant::{interleave_scales, q8_k, x8, BlockQ8, BlockQ8K, Q8x4, Scales4};
 use crate::quant::{QK, QK_K};
-use crate::simd::{KQuantDot, KQuantDot4, KQuantRows, Kernels};
-use crate::simd::{QuantDot, QuantDot4, QuantDot8, QuantRows};
+use crate::simd::{F32Dot, HalfDot, Kernels};
 use crate::tensor::CpuTensor;
-use crate::weight::{CpuWeight, Storage};
+use crate::types::{
+    Interleave, Products, Q8Groups, Q8KGroups, Q8KProducts, Q8Products, GROUP_ROWS,
+};
+use crate::weight::{CpuWeight, Layout};
 
 /// Tasks per thread: a few, so a thread slowed by a neighbour on a shared
 /// machine does not hold the others up.
@@ -82,86 +84,130 @@ impl QuantActs {
     }
 }
 
+/// `x · Wᵀ`: the activations are rounded to what the weight type's kernels
+/// take, then one band loop runs the weight's kernel over output-row bands.
 pub fn matmul(pool: &Pool, k: &Kernels, x: &CpuTensor, w: &CpuWeight) -> Result<CpuTensor> {
     let (m, kd) = x.dims();
     let n = w.rows;
+    let entry = k
+        .of(w.dtype)
+        .ok_or_else(|| BackendError::Other(format!("matmul: no kernel for {} weights", w.dtype)))?;
+    let kernel = Kernel::new(entry.products, w)?;
+    let acts = Acts::new(k, x, &kernel);
+    // Built once per call, not once per weight row.
+    let fours = acts.fours();
     let band = n.div_ceil(pool.threads() * TASKS_PER_THREAD).max(1);
+    // Bands of interleaved weights hold whole groups of eight rows.
+    let band = if kernel.interleaved() {
+        band.next_multiple_of(GROUP_ROWS)
+    } else {
+        band
+    };
     let work = m.saturating_mul(n).saturating_mul(kd);
-    let storage = w.storage.as_ref();
-    let rb = w.row_bytes;
-    let out = match w.dtype {
-        WeightDType::F32 | WeightDType::F16 | WeightDType::BF16 => {
-            let half_dot = if w.dtype == WeightDType::F16 {
-                k.f16
-            } else {
-                k.bf16
-            };
-            let rows = match storage {
-                Storage::F32(values) => FloatRows::F32(values),
-                Storage::Blocks(bytes) => FloatRows::Half(bytes),
-                _ => return Err(layout_error(w)),
-            };
-            pool.collect_column_bands(m, n, band, work, |_, out| {
-                let mut column = vec![0f32; m];
-                for j in 0..out.count() {
-                    let r = out.first() + j;
-                    for (v, xr) in column.iter_mut().zip(x.data.chunks_exact(kd)) {
-                        *v = match rows {
-                            FloatRows::F32(wv) => (k.f32)(&wv[r * kd..(r + 1) * kd], xr),
-                            FloatRows::Half(bytes) => half_dot(&bytes[r * rb..(r + 1) * rb], xr),
-                        };
-                    }
-                    out.set_column(j, &column);
-                }
-            })?
-        }
-        WeightDType::Q4K | WeightDType::Q5K | WeightDType::Q6K => {
-            let (dot, dot_rows, dot4): (KQuantDot, KQuantRows, KQuantDot4) = match w.dtype {
-                WeightDType::Q4K => (k.q4_k, k.q4_k_rows, k.q4_k_x4),
-                WeightDType::Q5K => (k.q5_k, k.q5_k_rows, k.q5_k_x4),
-                _ => (k.q6_k, k.q6_k_rows, k.q6_k_x4),
-            };
-            // Activations to Q8_K once per call, as ggml does for K-quants.
-            let nb = kd / QK_K;
-            let mut acts = vec![BlockQ8K::default(); m * nb];
-            if nb > 0 {
-                for (xr, qr) in x.data.chunks_exact(kd).zip(acts.chunks_exact_mut(nb)) {
-                    q8_k::quantize_row(xr, qr);
-                }
+    let out = pool.collect_column_bands(m, n, band, work, |_, out| {
+        kernel.band(x, &acts, &fours, w.row_bytes, out)
+    })?;
+    Ok(CpuTensor::new(m, n, out))
+}
+
+/// A weight type's products paired with the layout of one weight.
+enum Kernel<'w> {
+    F32(F32Dot, &'w [f32]),
+    Half(HalfDot, &'w [u8]),
+    Q8Rows(Q8Products, &'w [u8]),
+    Q8Groups(Q8Groups, x8::Format, &'w [u8]),
+    Q8KRows(Q8KProducts, &'w [u8]),
+    /// The group kernels and the bytes of one group.
+    Q8KGroups(Q8KGroups, usize, &'w [u8]),
+}
+
+impl<'w> Kernel<'w> {
+    /// The kernel for `w`'s layout; a layout its type's products do not
+    /// read is an error (`CpuWeight::from_host` never builds one).
+    fn new(products: Products, w: &'w CpuWeight) -> Result<Self> {
+        Ok(match (products, w.layout.as_ref()) {
+            (Products::F32(dot), Layout::F32(values)) => Kernel::F32(dot, values),
+            (Products::Half(dot), Layout::Rows(bytes)) => Kernel::Half(dot, bytes),
+            (Products::Q8(p), Layout::Rows(bytes)) => Kernel::Q8Rows(p, bytes),
+            (
+                Products::Q8(Q8Products {
+                    groups: Some(g), ..
+                }),
+                Layout::Interleaved(Interleave::X8(format), packed),
+            ) => Kernel::Q8Groups(g, *format, packed),
+            (Products::Q8K(p), Layout::Rows(bytes)) => Kernel::Q8KRows(p, bytes),
+            (
+                Products::Q8K(Q8KProducts {
+                    groups: Some(g), ..
+                }),
+                Layout::Interleaved(interleave @ Interleave::Q4K, packed),
+            ) => Kernel::Q8KGroups(g, interleave.group_bytes(w.cols, w.row_bytes), packed),
+            _ => {
+                return Err(BackendError::Other(format!(
+                    "matmul: {} weight stored in a layout its kernels do not read",
+                    w.dtype
+                )))
             }
-            let row = |i: usize| &acts[i * nb..(i + 1) * nb];
-            let layout = match storage {
-                Storage::Blocks(bytes) => Layout::Rows(bytes),
-                Storage::Q4Kx8(packed) => Layout::Groups(packed),
-                _ => return Err(layout_error(w)),
-            };
-            // Bands of interleaved weights hold whole groups of eight rows.
-            let band = match layout {
-                Layout::Groups(_) => band.next_multiple_of(q4_kx8::ROWS),
-                Layout::Rows(_) => band,
-            };
-            pool.collect_column_bands(m, n, band, work, |_, out| {
-                let (first, count) = (out.first(), out.count());
-                let bytes: &[u8] = match layout {
-                    Layout::Rows(bytes) => &bytes[first * rb..(first + count) * rb],
-                    Layout::Groups(packed) => {
-                        let group_bytes = nb * q4_kx8::GROUP_BLOCK;
-                        let groups = &packed[first / q4_kx8::ROWS * group_bytes..]
-                            [..count / q4_kx8::ROWS * group_bytes];
-                        interleaved_rows(
-                            groups,
-                            group_bytes,
-                            m,
-                            out,
-                            |g, i| (k.q4_kx8_x4)(g, [0, 1, 2, 3].map(|t| row(i + t))),
-                            |g, i, o| (k.q4_kx8_rows)(g, row(i), o),
-                        );
-                        return;
-                    }
-                };
+        })
+    }
+
+    fn interleaved(&self) -> bool {
+        matches!(self, Kernel::Q8Groups(..) | Kernel::Q8KGroups(..))
+    }
+
+    /// One band of weight rows against every activation row, into `out`.
+    fn band(
+        &self,
+        x: &CpuTensor,
+        acts: &Acts,
+        fours: &[Q8x4<'_>],
+        rb: usize,
+        out: &mut BandOut<'_>,
+    ) {
+        let (m, kd) = x.dims();
+        let (first, count) = (out.first(), out.count());
+        let rows = |bytes: &'w [u8]| &bytes[first * rb..(first + count) * rb];
+        match *self {
+            Kernel::F32(dot, values) => {
+                float_band(x, out, |r, xr| dot(&values[r * kd..(r + 1) * kd], xr))
+            }
+            Kernel::Half(dot, bytes) => {
+                float_band(x, out, |r, xr| dot(&bytes[r * rb..(r + 1) * rb], xr))
+            }
+            Kernel::Q8Rows(p, bytes) => {
+                let bytes = rows(bytes);
                 if m == 1 {
                     // Decode: the whole band in one kernel call.
-                    dot_rows(bytes, rb, row(0), out.row(0));
+                    (p.rows)(bytes, rb, acts.q8_row(0), out.row(0));
+                    return;
+                }
+                let mut column = vec![0f32; m];
+                for j in 0..count {
+                    let w = &bytes[j * rb..(j + 1) * rb];
+                    q8_row(w, acts, fours, &mut column, p);
+                    out.set_column(j, &column);
+                }
+            }
+            Kernel::Q8Groups(g, format, packed) => {
+                // Eight weight rows per activation load, one activation row
+                // (decode) or four at a time.
+                let sums_of = |i: usize| acts.block_sums(i, format);
+                interleaved_rows(
+                    rows(packed),
+                    GROUP_ROWS * rb,
+                    m,
+                    out,
+                    |group, i| {
+                        let r = [0, 1, 2, 3].map(|t| i + t);
+                        (g.four)(group, r.map(|r| acts.q8_row(r)), r.map(sums_of))
+                    },
+                    |group, i, o| (g.rows)(group, acts.q8_row(i), sums_of(i), o),
+                );
+            }
+            Kernel::Q8KRows(p, bytes) => {
+                let bytes = rows(bytes);
+                if m == 1 {
+                    (p.rows)(bytes, rb, acts.q8k_row(0), out.row(0));
                     return;
                 }
                 let mut column = vec![0f32; m];
@@ -169,125 +215,127 @@ pub fn matmul(pool: &Pool, k: &Kernels, x: &CpuTensor, w: &CpuWeight) -> Result<
                     let w = &bytes[j * rb..(j + 1) * rb];
                     // Four activation rows per call (the weight block is
                     // unpacked once for four), then one by one.
-                    let mut fours = column.chunks_exact_mut(4);
-                    for (g, o4) in (&mut fours).enumerate() {
-                        o4.copy_from_slice(&dot4(w, [0, 1, 2, 3].map(|t| row(4 * g + t))));
+                    let mut four = column.chunks_exact_mut(4);
+                    for (g, o4) in (&mut four).enumerate() {
+                        o4.copy_from_slice(&(p.four)(
+                            w,
+                            [0, 1, 2, 3].map(|t| acts.q8k_row(4 * g + t)),
+                        ));
                     }
-                    let done = m - fours.into_remainder().len();
+                    let done = m - four.into_remainder().len();
                     for (i, v) in column.iter_mut().enumerate().skip(done) {
-                        *v = dot(w, row(i));
+                        *v = (p.one)(w, acts.q8k_row(i));
                     }
                     out.set_column(j, &column);
                 }
-            })?
+            }
+            Kernel::Q8KGroups(g, group_bytes, packed) => {
+                let groups =
+                    &packed[first / GROUP_ROWS * group_bytes..][..count / GROUP_ROWS * group_bytes];
+                interleaved_rows(
+                    groups,
+                    group_bytes,
+                    m,
+                    out,
+                    |group, i| (g.four)(group, [0, 1, 2, 3].map(|t| acts.q8k_row(i + t))),
+                    |group, i, o| (g.rows)(group, acts.q8k_row(i), o),
+                );
+            }
         }
-        dtype => {
-            let kernels = match dtype {
-                WeightDType::Q4_0 => (k.q4_0, k.q4_0_rows, k.q4_0_x4, k.q4_0_x8),
-                WeightDType::Q4_1 => (k.q4_1, k.q4_1_rows, k.q4_1_x4, k.q4_1_x8),
-                WeightDType::Q5_0 => (k.q5_0, k.q5_0_rows, k.q5_0_x4, k.q5_0_x8),
-                WeightDType::Q5_1 => (k.q5_1, k.q5_1_rows, k.q5_1_x4, k.q5_1_x8),
-                WeightDType::Q8_0 => (k.q8_0, k.q8_0_rows, k.q8_0_x4, k.q8_0_x8),
-                other => {
-                    return Err(BackendError::Other(format!(
-                        "matmul: no kernel for {other} weights"
-                    )))
-                }
-            };
-            let (dot, dot_rows, dot4, dot8): (QuantDot, QuantRows, QuantDot4, QuantDot8) = kernels;
-            let layout = match storage {
-                Storage::Blocks(bytes) => Layout::Rows(bytes),
-                Storage::X8(packed) => Layout::Groups(packed),
-                _ => return Err(layout_error(w)),
-            };
-            let interleaved = matches!(layout, Layout::Groups(_));
-            let acts = QuantActs::new(k, x, !interleaved);
-            // Bands of interleaved weights hold whole groups of eight rows.
-            let band = if interleaved {
-                band.next_multiple_of(x8::ROWS)
-            } else {
-                band
-            };
-            // The `8 Σ y` correction of interleaved Q4_0 rows, per activation row.
-            let nb = kd / QK;
-            let sums: Vec<i32> = if interleaved && dtype == WeightDType::Q4_0 {
-                (0..m).flat_map(|i| x8::block_sums(acts.row(i))).collect()
-            } else {
-                Vec::new()
-            };
-            // (Only Q4_0 rows have an offset to undo with sums.)
-            let sums_of = |i: usize| sums.get(i * nb..(i + 1) * nb).unwrap_or(&[]);
-            let (x8_rows, x8_four) = match dtype {
-                WeightDType::Q4_0 => (k.q4_0x8_rows, k.q4_0x8_x4),
-                WeightDType::Q4_1 => (k.q4_1x8_rows, k.q4_1x8_x4),
-                WeightDType::Q8_0 => (k.q8_0x8_rows, k.q8_0x8_x4),
-                _ if interleaved => return Err(layout_error(w)),
-                // Plain rows never read these.
-                _ => (k.q4_0x8_rows, k.q4_0x8_x4),
-            };
-            // Built once per call, not once per weight row.
-            let groups: Vec<Q8x4<'_>> = (0..acts.groups.len()).map(|g| acts.group(g)).collect();
-            pool.collect_column_bands(m, n, band, work, |_, out| {
-                let (first, count) = (out.first(), out.count());
-                let bytes: &[u8] = match layout {
-                    Layout::Rows(bytes) => &bytes[first * rb..(first + count) * rb],
-                    Layout::Groups(packed) => {
-                        // Eight weight rows per activation load, one
-                        // activation row (decode) or four at a time.
-                        interleaved_rows(
-                            &packed[first * rb..(first + count) * rb],
-                            x8::ROWS * rb,
-                            m,
-                            out,
-                            |g, i| {
-                                let rows = [0, 1, 2, 3].map(|t| i + t);
-                                x8_four(g, rows.map(|r| acts.row(r)), rows.map(sums_of))
-                            },
-                            |g, i, o| x8_rows(g, acts.row(i), sums_of(i), o),
-                        );
-                        return;
-                    }
+    }
+}
+
+/// A band of a float weight: each weight row against every activation row.
+fn float_band(x: &CpuTensor, out: &mut BandOut<'_>, dot: impl Fn(usize, &[f32]) -> f32) {
+    let (m, kd) = x.dims();
+    let mut column = vec![0f32; m];
+    for j in 0..out.count() {
+        let r = out.first() + j;
+        for (v, xr) in column.iter_mut().zip(x.data.chunks_exact(kd)) {
+            *v = dot(r, xr);
+        }
+        out.set_column(j, &column);
+    }
+}
+
+/// The activations in the type a kernel takes, rounded once per call (not
+/// once per band), as ggml does.
+enum Acts {
+    /// Float kernels read the f32 activations as they are.
+    F32,
+    Q8 {
+        acts: QuantActs,
+        /// Each row's block sums, for formats that need them.
+        sums: Vec<i32>,
+    },
+    Q8K {
+        q: Vec<BlockQ8K>,
+        nb: usize,
+    },
+}
+
+impl Acts {
+    fn new(k: &Kernels, x: &CpuTensor, kernel: &Kernel<'_>) -> Self {
+        let (m, kd) = x.dims();
+        match kernel {
+            Kernel::F32(..) | Kernel::Half(..) => Acts::F32,
+            Kernel::Q8Rows(..) => Acts::Q8 {
+                acts: QuantActs::new(k, x, true),
+                sums: Vec::new(),
+            },
+            Kernel::Q8Groups(_, format, _) => {
+                let acts = QuantActs::new(k, x, false);
+                let sums = if format.block_sums {
+                    (0..m).flat_map(|i| x8::block_sums(acts.row(i))).collect()
+                } else {
+                    Vec::new()
                 };
-                if m == 1 {
-                    // Decode: the whole band in one kernel call.
-                    dot_rows(bytes, rb, acts.row(0), out.row(0));
-                    return;
+                Acts::Q8 { acts, sums }
+            }
+            Kernel::Q8KRows(..) | Kernel::Q8KGroups(..) => {
+                let nb = kd / QK_K;
+                let mut q = vec![BlockQ8K::default(); m * nb];
+                if nb > 0 {
+                    for (xr, qr) in x.data.chunks_exact(kd).zip(q.chunks_exact_mut(nb)) {
+                        q8_k::quantize_row(xr, qr);
+                    }
                 }
-                let mut column = vec![0f32; m];
-                for j in 0..count {
-                    let w = &bytes[j * rb..(j + 1) * rb];
-                    quant_row(w, &acts, &groups, &mut column, (dot, dot4, dot8));
-                    out.set_column(j, &column);
-                }
-            })?
+                Acts::Q8K { q, nb }
+            }
         }
-    };
-    Ok(CpuTensor::new(m, n, out))
-}
+    }
 
-/// Rows of a float weight matrix.
-#[derive(Clone, Copy)]
-enum FloatRows<'a> {
-    F32(&'a [f32]),
-    /// F16 or BF16 bytes.
-    Half(&'a [u8]),
-}
+    /// The four-row groups of Q8 activations (plain rows only).
+    fn fours(&self) -> Vec<Q8x4<'_>> {
+        match self {
+            Acts::Q8 { acts, .. } => (0..acts.groups.len()).map(|g| acts.group(g)).collect(),
+            _ => Vec::new(),
+        }
+    }
 
-/// Rows of a quantised weight matrix: plain GGUF block rows, or groups of
-/// eight interleaved rows.
-#[derive(Clone, Copy)]
-enum Layout<'a> {
-    Rows(&'a [u8]),
-    Groups(&'a [u8]),
-}
+    fn q8_row(&self, i: usize) -> &[BlockQ8] {
+        match self {
+            Acts::Q8 { acts, .. } => acts.row(i),
+            _ => &[],
+        }
+    }
 
-/// A weight whose storage does not fit its type: `CpuWeight::from_host`
-/// never builds one, so this is a bug, reported rather than computed.
-fn layout_error(w: &CpuWeight) -> BackendError {
-    BackendError::Other(format!(
-        "matmul: {} weight stored in a layout its kernels do not read",
-        w.dtype
-    ))
+    fn q8k_row(&self, i: usize) -> &[BlockQ8K] {
+        match self {
+            Acts::Q8K { q, nb } => &q[i * nb..(i + 1) * nb],
+            _ => &[],
+        }
+    }
+
+    /// Row `i`'s block sums where `format` needs them, else nothing.
+    fn block_sums(&self, i: usize, format: x8::Format) -> &[i32] {
+        match self {
+            Acts::Q8 { acts, sums } if format.block_sums => {
+                sums.get(i * acts.nb..(i + 1) * acts.nb).unwrap_or(&[])
+            }
+            _ => &[],
+        }
+    }
 }
 
 /// Activation rows per pass over a band of interleaved groups: a pass's
@@ -335,22 +383,16 @@ fn interleaved_rows(
 
 /// One weight row against every activation row: eight rows per call (two
 /// groups) while eight are left, then a group of four, then one by one.
-fn quant_row(
-    w: &[u8],
-    acts: &QuantActs,
-    groups: &[Q8x4<'_>],
-    out: &mut [f32],
-    (dot, dot4, dot8): (QuantDot, QuantDot4, QuantDot8),
-) {
-    let mut pairs = groups.chunks_exact(2);
+fn q8_row(w: &[u8], acts: &Acts, fours: &[Q8x4<'_>], out: &mut [f32], p: Q8Products) {
+    let mut pairs = fours.chunks_exact(2);
     for (pair, o) in (&mut pairs).zip(out.chunks_exact_mut(8)) {
-        o.copy_from_slice(&dot8(w, &pair[0], &pair[1]));
+        o.copy_from_slice(&(p.eight)(w, &pair[0], &pair[1]));
     }
     if let [last] = pairs.remainder() {
-        let g = groups.len() - 1;
-        out[4 * g..4 * g + 4].copy_from_slice(&dot4(w, last));
+        let g = fours.len() - 1;
+        out[4 * g..4 * g + 4].copy_from_slice(&(p.four)(w, last));
     }
-    for (i, o) in out.iter_mut().enumerate().skip(4 * groups.len()) {
-        *o = dot(w, acts.row(i));
+    for (i, o) in out.iter_mut().enumerate().skip(4 * fours.len()) {
+        *o = (p.one)(w, acts.q8_row(i));
     }
 }

@@ -7,8 +7,9 @@
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
 use rand::{Rng, SeedableRng};
-use rbees_backend_cpu::quant::{self, q4_k, q5_0, q5_1, q5_k, q6_k, q8_k, BlockQ8K, QK_K};
+use rbees_backend_cpu::quant::{q4_k, q5_0, q5_1, q5_k, q6_k, q8_k, BlockQ8K, QK_K};
 use rbees_backend_cpu::quant::{quantize_row, BlockQ8, QK};
+use rbees_backend_cpu::types;
 use rbees_core::WeightDType;
 
 const BLOCKS: usize = 6;
@@ -72,7 +73,7 @@ fn check<A>(
     for seed in 0..4 {
         let (bytes, want) = candle_blocks(candle, seed);
         let mut got = vec![0f32; want.len()];
-        assert!(quant::dequantize_row(dtype, &bytes, &mut got));
+        assert!(types::dequantize_row(dtype, &bytes, &mut got));
         assert_eq!(got, want, "{dtype} dequantisation, seed {seed}");
 
         let (xq, xd) = acts(seed + 100);

@@ -29,23 +29,29 @@ pub struct Format {
     pub block_bytes: usize,
     /// f16 values at the front of a block (the rest are data bytes).
     pub halves: usize,
+    /// Whether products undo an offset of the stored values with the
+    /// activation blocks' sums (Q4_0's unsigned nibbles).
+    pub block_sums: bool,
 }
 
 pub const Q4_0: Format = Format {
     block_bytes: q4_0::BLOCK_BYTES,
     halves: 1,
+    block_sums: true,
 };
 pub const Q4_1: Format = Format {
     block_bytes: q4_1::BLOCK_BYTES,
     halves: 2,
+    block_sums: false,
 };
 pub const Q8_0: Format = Format {
     block_bytes: q8_0::BLOCK_BYTES,
     halves: 1,
+    block_sums: false,
 };
 
 /// The layout of `dtype`, if its matrices are interleaved.
-pub fn format(dtype: WeightDType) -> Option<Format> {
+pub const fn format(dtype: WeightDType) -> Option<Format> {
     match dtype {
         WeightDType::Q4_0 => Some(Q4_0),
         WeightDType::Q4_1 => Some(Q4_1),

@@ -12,48 +12,91 @@
 
 use std::arch::x86_64::*;
 
-use super::Kernels;
-use crate::quant::{q4_0, q4_1, q8_0, BlockQ8, Q8x4, QK};
+use rbees_core::WeightDType;
 
-/// The AVX2 kernels, if this CPU has AVX2, FMA and F16C.
+use super::{avx2_k, avx2_x8, Kernels};
+use crate::quant::{q4_0, q4_1, q8_0, BlockQ8, Q8x4, QK};
+use crate::types::{Products, Q8Groups, Q8KGroups, Q8KProducts, Q8Products};
+
+/// The AVX2 kernels, if this CPU has AVX2, FMA and F16C: the portable
+/// table with the entries that have AVX2 code overridden. Q5_0, Q5_1, Q5_K
+/// and BF16 keep the portable code, which the compiler vectorises.
 pub fn kernels() -> Option<Kernels> {
     let ok = is_x86_feature_detected!("avx2")
         && is_x86_feature_detected!("fma")
         && is_x86_feature_detected!("f16c");
-    ok.then_some(Kernels {
+    if !ok {
+        return None;
+    }
+    let mut k = Kernels {
         name: "avx2",
         quantize_q8,
-        q4_0: dot_q4_0,
-        q4_1: dot_q4_1,
-        q8_0: dot_q8_0,
-        q4_0_rows: rows_q4_0,
-        q4_1_rows: rows_q4_1,
-        q8_0_rows: rows_q8_0,
-        q4_0_x8: dot8_q4_0,
-        q4_1_x8: dot8_q4_1,
-        q8_0_x8: dot8_q8_0,
-        q4_0_x4: dot4_q4_0,
-        q4_1_x4: dot4_q4_1,
-        q8_0_x4: dot4_q8_0,
-        q4_0x8_rows: super::avx2_x8::rows_q4_0x8,
-        q4_kx8_rows: super::avx2_x8::rows_q4_kx8,
-        q4_0x8_x4: super::avx2_x8::group4_q4_0x8,
-        q4_1x8_rows: super::avx2_x8::rows_q4_1x8,
-        q4_1x8_x4: super::avx2_x8::group4_q4_1x8,
-        q8_0x8_rows: super::avx2_x8::rows_q8_0x8,
-        q8_0x8_x4: super::avx2_x8::group4_q8_0x8,
-        q4_kx8_x4: super::avx2_x8::group4_q4_kx8,
-        q4_k: super::avx2_k::dot_q4_k,
-        q6_k: super::avx2_k::dot_q6_k,
-        q4_k_rows: super::avx2_k::rows_q4_k,
-        q6_k_rows: super::avx2_k::rows_q6_k,
-        q4_k_x4: super::avx2_k::dot4_q4_k,
-        q6_k_x4: super::avx2_k::dot4_q6_k,
         f32: dot_f32,
-        f16: dot_f16,
-        // Q5_0, Q5_1, Q5_K and BF16: the portable code, which the compiler vectorises.
         ..Kernels::scalar()
-    })
+    };
+    k.set_products(WeightDType::F32, Products::F32(dot_f32));
+    k.set_products(WeightDType::F16, Products::Half(dot_f16));
+    k.set_products(
+        WeightDType::Q4_0,
+        Products::Q8(Q8Products {
+            one: dot_q4_0,
+            rows: rows_q4_0,
+            four: dot4_q4_0,
+            eight: dot8_q4_0,
+            groups: Some(Q8Groups {
+                rows: avx2_x8::rows_q4_0x8,
+                four: avx2_x8::group4_q4_0x8,
+            }),
+        }),
+    );
+    k.set_products(
+        WeightDType::Q4_1,
+        Products::Q8(Q8Products {
+            one: dot_q4_1,
+            rows: rows_q4_1,
+            four: dot4_q4_1,
+            eight: dot8_q4_1,
+            groups: Some(Q8Groups {
+                rows: avx2_x8::rows_q4_1x8,
+                four: avx2_x8::group4_q4_1x8,
+            }),
+        }),
+    );
+    k.set_products(
+        WeightDType::Q8_0,
+        Products::Q8(Q8Products {
+            one: dot_q8_0,
+            rows: rows_q8_0,
+            four: dot4_q8_0,
+            eight: dot8_q8_0,
+            groups: Some(Q8Groups {
+                rows: avx2_x8::rows_q8_0x8,
+                four: avx2_x8::group4_q8_0x8,
+            }),
+        }),
+    );
+    k.set_products(
+        WeightDType::Q4K,
+        Products::Q8K(Q8KProducts {
+            one: avx2_k::dot_q4_k,
+            rows: avx2_k::rows_q4_k,
+            four: avx2_k::dot4_q4_k,
+            groups: Some(Q8KGroups {
+                rows: avx2_x8::rows_q4_kx8,
+                four: avx2_x8::group4_q4_kx8,
+            }),
+        }),
+    );
+    k.set_products(
+        WeightDType::Q6K,
+        Products::Q8K(Q8KProducts {
+            one: avx2_k::dot_q6_k,
+            rows: avx2_k::rows_q6_k,
+            four: avx2_k::dot4_q6_k,
+            groups: None,
+        }),
+    );
+    Some(k)
 }
 
 // The safe wrappers below are only ever installed by `kernels()` after the
@@ -590,6 +633,14 @@ mod tests {
         q
     }
 
+    /// The Q8 products of `dtype`'s entry.
+    fn q8(k: &Kernels, dtype: WeightDType) -> Q8Products {
+        match k.of(dtype).map(|t| t.products) {
+            Some(Products::Q8(p)) => p,
+            _ => panic!("{dtype} has no Q8 products"),
+        }
+    }
+
     fn close(a: f32, b: f32) -> bool {
         (a - b).abs() <= 1e-4 * (1.0 + a.abs().max(b.abs()))
     }
@@ -605,16 +656,16 @@ mod tests {
         for (nb, rows) in [(1, 1), (18, 2), (18, 5), (48, 7)] {
             let x = random_q8(&mut rng, nb);
             // (block bytes, f16 scales in a block, kernels)
-            for (bb, scales, dot, rows_fn) in [
-                (q4_1::BLOCK_BYTES, 2, k.q4_1, k.q4_1_rows),
-                (q8_0::BLOCK_BYTES, 1, k.q8_0, k.q8_0_rows),
+            for (bb, scales, p) in [
+                (q4_1::BLOCK_BYTES, 2, q8(&k, WeightDType::Q4_1)),
+                (q8_0::BLOCK_BYTES, 1, q8(&k, WeightDType::Q8_0)),
             ] {
                 let w = random_blocks(&mut rng, nb * rows, bb, scales);
                 let rb = nb * bb;
                 let mut out = vec![0.0; rows];
-                rows_fn(&w, rb, &x, &mut out);
+                (p.rows)(&w, rb, &x, &mut out);
                 for (j, o) in out.iter().enumerate() {
-                    let one = dot(&w[j * rb..(j + 1) * rb], &x);
+                    let one = (p.one)(&w[j * rb..(j + 1) * rb], &x);
                     assert_eq!(
                         o.to_bits(),
                         one.to_bits(),
@@ -635,10 +686,16 @@ mod tests {
         for nb in [1, 2, 18, 48] {
             let x = random_q8(&mut rng, nb);
             let w = random_blocks(&mut rng, nb, q4_0::BLOCK_BYTES, 1);
-            let (s, v) = (quant::q4_0::dot(&w, &x), (k.q4_0)(&w, &x));
+            let (s, v) = (
+                quant::q4_0::dot(&w, &x),
+                (q8(&k, WeightDType::Q4_0).one)(&w, &x),
+            );
             assert!(close(s, v), "q4_0 nb={nb}: {s} vs {v}");
             let w = random_blocks(&mut rng, nb, q4_1::BLOCK_BYTES, 2);
-            let (s, v) = (quant::q4_1::dot(&w, &x), (k.q4_1)(&w, &x));
+            let (s, v) = (
+                quant::q4_1::dot(&w, &x),
+                (q8(&k, WeightDType::Q4_1).one)(&w, &x),
+            );
             assert!(close(s, v), "q4_1 nb={nb}: {s} vs {v}");
             let mut w = random_blocks(&mut rng, nb, q8_0::BLOCK_BYTES, 1);
             // ggml's Q8_0 weights never hold -128 (they are rounded like the activations).
@@ -649,7 +706,10 @@ mod tests {
                     }
                 }
             }
-            let (s, v) = (quant::q8_0::dot(&w, &x), (k.q8_0)(&w, &x));
+            let (s, v) = (
+                quant::q8_0::dot(&w, &x),
+                (q8(&k, WeightDType::Q8_0).one)(&w, &x),
+            );
             assert!(close(s, v), "q8_0 nb={nb}: {s} vs {v}");
             // Four and eight rows at once give each row's one-row result,
             // bit for bit (batch invariance).
@@ -664,13 +724,13 @@ mod tests {
             });
             let w0 = random_blocks(&mut rng, nb, q4_0::BLOCK_BYTES, 1);
             let w1 = random_blocks(&mut rng, nb, q4_1::BLOCK_BYTES, 2);
-            type Multi = (super::super::QuantDot4, super::super::QuantDot8);
-            let cases: [(&str, &[u8], super::super::QuantDot, Multi); 3] = [
-                ("q4_0", &w0, k.q4_0, (k.q4_0_x4, k.q4_0_x8)),
-                ("q4_1", &w1, k.q4_1, (k.q4_1_x4, k.q4_1_x8)),
-                ("q8_0", &w, k.q8_0, (k.q8_0_x4, k.q8_0_x8)),
+            let cases: [(&str, &[u8], Q8Products); 3] = [
+                ("q4_0", &w0, q8(&k, WeightDType::Q4_0)),
+                ("q4_1", &w1, q8(&k, WeightDType::Q4_1)),
+                ("q8_0", &w, q8(&k, WeightDType::Q8_0)),
             ];
-            for (name, wb, one, (four, eight)) in cases {
+            for (name, wb, p) in cases {
+                let (one, four, eight) = (p.one, p.four, p.eight);
                 let got8 = eight(wb, &x4[0], &x4[1]);
                 let got4 = four(wb, &x4[1]);
                 for (r, row) in rows.iter().enumerate() {
@@ -734,7 +794,12 @@ mod tests {
                 .iter()
                 .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
                 .collect();
-            let (s, v) = (quant::float::dot_f16(&h, &x), (k.f16)(&h, &x));
+            let (s, v) = (quant::float::dot_f16(&h, &x), {
+                let Some(Products::Half(dot)) = k.of(WeightDType::F16).map(|t| t.products) else {
+                    panic!("F16 has no half-precision products");
+                };
+                dot(&h, &x)
+            });
             assert!(close(s, v), "f16 n={n}: {s} vs {v}");
         }
     }

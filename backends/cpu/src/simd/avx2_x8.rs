@@ -12,9 +12,9 @@
 use std::arch::x86_64::*;
 
 use super::avx2::dot_u8_i8_acc;
-use super::each_group;
 use crate::quant::x8::{group_block, ROWS};
 use crate::quant::{q4_0, q4_1, q4_kx8, q8_0, BlockQ8, BlockQ8K};
+use crate::types::each_group;
 
 /// Bytes of a group block of interleaved Q4_0, Q4_1 and Q8_0 rows.
 const Q4_0_GROUP: usize = group_block(q4_0::BLOCK_BYTES);
