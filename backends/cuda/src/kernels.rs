@@ -6,29 +6,22 @@ use std::sync::Arc;
 
 use cudarc::driver::{CudaContext, CudaFunction, CudaModule};
 use cudarc::nvrtc::Ptx;
-use rbees_core::WeightDType;
+use rbees_core::{BackendError, Op, WeightDType};
+
+use crate::weight_types::{QuantType, QUANT_TYPES};
+use crate::NAME;
 
 /// Our kernels (kernels/rbees.cu), compiled to PTX by build.rs.
 const RBEES_PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/rbees_kernels.ptx"));
 
-/// The quantised types with candle-kernels products and row lookups:
-/// every GGUF quantised type but Q8_K (an activation type).
-fn quantized_types() -> impl Iterator<Item = WeightDType> {
-    WeightDType::ALL
-        .into_iter()
-        .filter(|d| d.is_quantized() && *d != WeightDType::Q8K)
-}
-
 /// Kernels for one quantised weight type.
 pub struct QuantKernels {
+    /// The table entry they were loaded from (names and `mul_mat` tiles).
+    pub ty: &'static QuantType,
     /// `mul_mat_vec_<t>_q8_1_cuda{m}` for m = 1..=8 activation rows.
     pub mat_vec: Vec<CudaFunction>,
     /// `mul_mat_<t>`: more rows (prompt processing).
     pub mat_mat: CudaFunction,
-    /// Output-row tile of `mul_mat_<t>` (`mmq_y` in candle).
-    pub mat_mat_rows: u32,
-    /// Activation-row tile of `mul_mat_<t>` (`mmq_x` in candle).
-    pub mat_mat_cols: u32,
     /// `get_rows_<t>`: embedding rows dequantised to f32.
     pub get_rows: CudaFunction,
 }
@@ -60,23 +53,6 @@ fn function(module: &Arc<CudaModule>, name: &str) -> Result<CudaFunction, String
         .map_err(|e| format!("kernel {name} is missing: {e}"))
 }
 
-/// candle-kernels' names and `mul_mat` tiles (`mmq_x`, `mmq_y`) per type,
-/// as candle-core's quantized CUDA code launches them.
-fn quant_names(dtype: WeightDType) -> (&'static str, u32, u32) {
-    match dtype {
-        WeightDType::Q4_0 => ("q4_0", 64, 128),
-        WeightDType::Q4_1 => ("q4_1", 64, 128),
-        WeightDType::Q5_0 => ("q5_0", 128, 64),
-        WeightDType::Q5_1 => ("q5_1", 128, 64),
-        WeightDType::Q8_0 => ("q8_0", 128, 64),
-        WeightDType::Q2K => ("q2_K", 64, 128),
-        WeightDType::Q3K => ("q3_K", 128, 128),
-        WeightDType::Q4K => ("q4_K", 64, 128),
-        WeightDType::Q5K => ("q5_K", 64, 128),
-        _ => ("q6_K", 64, 64),
-    }
-}
-
 impl Kernels {
     pub fn load(ctx: &Arc<CudaContext>) -> Result<Self, String> {
         let reduce = module(ctx, "candle reduce", candle_kernels::REDUCE.ptx())?;
@@ -86,18 +62,17 @@ impl Kernels {
         let ours = module(ctx, "rbees", RBEES_PTX)?;
 
         let mut per_type = HashMap::new();
-        for dtype in quantized_types() {
-            let (t, cols, rows) = quant_names(dtype);
+        for ty in &QUANT_TYPES {
+            let t = ty.name;
             let mat_vec = (1..=8)
                 .map(|m| function(&quantized, &format!("mul_mat_vec_{t}_q8_1_cuda{m}")))
                 .collect::<Result<Vec<_>, _>>()?;
             per_type.insert(
-                dtype,
+                ty.dtype,
                 QuantKernels {
+                    ty,
                     mat_vec,
                     mat_mat: function(&quantized, &format!("mul_mat_{t}"))?,
-                    mat_mat_rows: rows,
-                    mat_mat_cols: cols,
                     get_rows: function(&quantized, &format!("get_rows_{t}"))?,
                 },
             );
@@ -117,5 +92,17 @@ impl Kernels {
             swiglu: function(&ours, "rbees_swiglu_f32")?,
             quantized: per_type,
         })
+    }
+
+    /// The kernels of a quantised type, for `op`.
+    pub fn quant(&self, dtype: WeightDType, op: Op) -> rbees_core::Result<&QuantKernels> {
+        self.quantized
+            .get(&dtype)
+            .ok_or_else(|| BackendError::Unsupported {
+                backend: NAME.into(),
+                op,
+                dtype,
+                reason: "no candle-kernels kernel for this type".into(),
+            })
     }
 }

@@ -22,15 +22,46 @@
 
 mod device;
 
+/// The `Backend` trait impl: shape checks and kernel launches per op.
 #[cfg(feature = "cuda")]
 mod backend;
+/// Kernel-index range checks (`int` arguments, quantised product shapes).
+/// Host-only, so its tests also run in builds without CUDA (the feature's
+/// test binary needs the driver library just to start).
+#[cfg(any(feature = "cuda", test))]
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+mod index;
+/// Every kernel, loaded from its module once at start-up.
 #[cfg(feature = "cuda")]
 mod kernels;
+/// Grid and block sizes per kernel.
+#[cfg(feature = "cuda")]
+mod launch;
+/// Row lookups (embeddings, quantised vectors at load).
+#[cfg(feature = "cuda")]
+mod lookup;
+/// Matrix products: cuBLAS and quantised.
+#[cfg(feature = "cuda")]
+mod matmul;
+/// Device buffers, the memory pool, host/device copies.
+#[cfg(feature = "cuda")]
+mod memory;
+/// The backend value and its start-up (context, stream, cuBLAS, modules).
+#[cfg(feature = "cuda")]
+mod setup;
+/// Weights in device memory.
 #[cfg(feature = "cuda")]
 mod weight;
+/// The weight types the backend runs and their kernel names: the table
+/// `supports` answers from. Host-only, tested without CUDA like `index`.
+#[cfg(any(feature = "cuda", test))]
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+mod weight_types;
 
 #[cfg(feature = "cuda")]
-pub use backend::{CudaKernelsBackend, CudaKvCache, CudaTensor};
+pub use memory::{CudaKvCache, CudaTensor};
+#[cfg(feature = "cuda")]
+pub use setup::CudaKernelsBackend;
 #[cfg(feature = "cuda")]
 pub use weight::CudaWeight;
 

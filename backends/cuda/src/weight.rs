@@ -4,10 +4,7 @@
 use cudarc::driver::CudaSlice;
 use rbees_core::{BackendError, HostWeight, Result, WeightDType};
 
-/// candle-kernels' quantised products read whole 512-value tiles of a row,
-/// so a block buffer ends with this many zeroed values of padding (candle's
-/// `MATRIX_ROW_PADDING`); activations are padded to it as well.
-pub const MATRIX_ROW_PADDING: usize = 512;
+use crate::index::MATRIX_ROW_PADDING;
 
 pub enum Storage {
     /// Row-major f32 (F32, F16 and BF16 weights, and every vector).

@@ -1,0 +1,215 @@
+//! Device memory: activations and KV caches as device buffers, the
+//! stream-ordered pool they come from, and the copies between host and device.
+
+use std::sync::OnceLock;
+
+use cudarc::driver::{CudaContext, CudaSlice};
+use rbees_core::{checks, BackendError, HostWeight, Result};
+
+use crate::setup::{cuda_err, CudaKernelsBackend};
+use crate::weight::{float_values, padding_bytes, CudaWeight, Storage};
+
+/// A row-major f32 matrix in device memory.
+pub struct CudaTensor {
+    pub(crate) data: CudaSlice<f32>,
+    pub(crate) rows: usize,
+    pub(crate) cols: usize,
+    /// The rows rounded to Q8_1 for quantised products, made by the first
+    /// one: q, k and v (and gate and up) multiply the same activations.
+    pub(crate) q8_1: OnceLock<CudaSlice<u8>>,
+}
+
+/// One layer's keys and values, `[capacity, width]` each, in device memory.
+pub struct CudaKvCache {
+    pub(crate) keys: CudaSlice<f32>,
+    pub(crate) values: CudaSlice<f32>,
+    pub(crate) capacity: usize,
+    pub(crate) width: usize,
+}
+
+impl CudaKvCache {
+    /// `(capacity, width)`, as `core::checks` takes a cache's dimensions.
+    pub(crate) fn dims(&self) -> (usize, usize) {
+        (self.capacity, self.width)
+    }
+}
+
+/// Every op allocates its output from the stream-ordered pool; by default
+/// the pool hands freed memory back to the driver at each synchronisation
+/// (threshold 0), so every token would allocate afresh. Keeping it pooled
+/// turns a decode step's allocations into reuse.
+pub(crate) fn keep_freed_memory_pooled(
+    ctx: &CudaContext,
+) -> std::result::Result<(), cudarc::driver::DriverError> {
+    use cudarc::driver::{result, sys};
+    if !ctx.has_async_alloc() {
+        return Ok(());
+    }
+    let mut threshold = u64::MAX;
+    unsafe {
+        let pool = result::device::get_default_mem_pool(ctx.cu_device())?;
+        result::mem_pool::set_attribute(
+            pool,
+            sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
+            (&mut threshold as *mut u64).cast(),
+        )
+    }
+}
+
+impl CudaKernelsBackend {
+    /// Device memory (free, total) in bytes.
+    pub fn memory(&self) -> Result<(usize, usize)> {
+        self.ctx.mem_get_info().map_err(cuda_err("memory"))
+    }
+
+    /// Device memory in use (by any process), in bytes; None when the driver cannot say.
+    pub(crate) fn used_bytes(&self) -> Option<u64> {
+        let (free, total) = self.memory().ok()?;
+        Some(total.saturating_sub(free) as u64)
+    }
+
+    pub(crate) fn alloc(&self, op: &'static str, len: usize) -> Result<CudaSlice<f32>> {
+        // Every kernel writes each output element, so no memset.
+        unsafe { self.stream.alloc::<f32>(len.max(1)) }.map_err(cuda_err(op))
+    }
+
+    pub(crate) fn tensor(&self, data: CudaSlice<f32>, rows: usize, cols: usize) -> CudaTensor {
+        CudaTensor {
+            data,
+            rows,
+            cols,
+            q8_1: OnceLock::new(),
+        }
+    }
+
+    /// `data` as a `[rows, cols]` device tensor.
+    pub(crate) fn upload_rows(&self, data: &[f32], rows: usize, cols: usize) -> Result<CudaTensor> {
+        checks::upload(data.len(), rows, cols)?;
+        let slice = if data.is_empty() {
+            self.alloc("upload", 0)?
+        } else {
+            self.stream.clone_htod(data).map_err(cuda_err("upload"))?
+        };
+        Ok(self.tensor(slice, rows, cols))
+    }
+
+    /// `x`'s values, row-major, on the host.
+    pub(crate) fn download_rows(&self, x: &CudaTensor) -> Result<Vec<f32>> {
+        let mut out = self
+            .stream
+            .clone_dtoh(&x.data)
+            .map_err(cuda_err("download"))?;
+        // An empty tensor still holds one element (see `alloc`).
+        out.truncate(x.rows * x.cols);
+        Ok(out)
+    }
+
+    /// Refuses a weight that does not fit the free device memory, saying how much it needs.
+    fn reserve(&self, name: &str, bytes: usize) -> Result<()> {
+        let (free, total) = self.memory()?;
+        if bytes > free {
+            let mib = |b: usize| b as f64 / (1 << 20) as f64;
+            return Err(BackendError::Weight {
+                name: name.to_string(),
+                detail: format!(
+                    "needs {:.1} MiB of device memory but {} has {:.1} MiB free of {:.1} MiB",
+                    mib(bytes),
+                    self.device_name,
+                    mib(free),
+                    mib(total)
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    fn upload_blocks(&self, w: &HostWeight<'_>) -> Result<CudaSlice<u8>> {
+        let len = w.data.len() + padding_bytes(w.dtype);
+        self.reserve(w.name, len)?;
+        let mut blocks = self
+            .stream
+            .alloc_zeros::<u8>(len)
+            .map_err(cuda_err("load_weight"))?;
+        self.stream
+            .memcpy_htod(w.data, &mut blocks.slice_mut(..w.data.len()))
+            .map_err(cuda_err("load_weight"))?;
+        Ok(blocks)
+    }
+
+    /// A validated weight of a supported type in device memory: quantised
+    /// matrices as their blocks, everything else as f32.
+    pub(crate) fn upload_weight(&self, w: &HostWeight<'_>) -> Result<CudaWeight> {
+        let (rows, cols) = w.rows_cols();
+        let storage = if w.dtype.is_quantized() {
+            let blocks = self.upload_blocks(w)?;
+            if w.shape.len() == 1 {
+                // Vectors (norm weights) are read as f32 by the kernels.
+                let weight = CudaWeight {
+                    storage: Storage::Blocks(blocks),
+                    dtype: w.dtype,
+                    rows,
+                    cols,
+                };
+                Storage::Dense(self.get_rows(&weight, &[0])?)
+            } else {
+                Storage::Blocks(blocks)
+            }
+        } else {
+            let values = float_values(w)?;
+            self.reserve(w.name, values.len() * 4)?;
+            let data = if values.is_empty() {
+                self.alloc("load_weight", 0)?
+            } else {
+                self.stream
+                    .clone_htod(&values)
+                    .map_err(cuda_err("load_weight"))?
+            };
+            Storage::Dense(data)
+        };
+        Ok(CudaWeight {
+            storage,
+            dtype: w.dtype,
+            rows,
+            cols,
+        })
+    }
+
+    /// A zeroed `[capacity, width]` KV cache, refused up front when attention
+    /// could not hold its rows in shared memory or the device has no room.
+    pub(crate) fn alloc_kv_cache(&self, capacity: usize, width: usize) -> Result<CudaKvCache> {
+        // The fused attention keeps a row's scores (and the query head) in
+        // shared memory. Saturating: a configured context past usize is refused here too.
+        let needed = capacity.saturating_add(width).saturating_mul(4);
+        if needed > self.attention_shared_bytes {
+            return Err(BackendError::Other(format!(
+                "a context of {capacity} positions needs {} KiB of shared memory per attention block; \
+                 {} allows {} KiB: use a smaller context size",
+                needed / 1024,
+                self.device_name,
+                self.attention_shared_bytes / 1024
+            )));
+        }
+        let values = capacity * width;
+        let bytes = 2 * values * 4;
+        let (free, _) = self.memory()?;
+        if bytes > free {
+            return Err(BackendError::Other(format!(
+                "the KV cache needs {} MiB of device memory per layer; {} has {} MiB free",
+                bytes >> 20,
+                self.device_name,
+                free >> 20
+            )));
+        }
+        let zeros = || {
+            self.stream
+                .alloc_zeros::<f32>(values.max(1))
+                .map_err(cuda_err("kv_cache"))
+        };
+        Ok(CudaKvCache {
+            keys: zeros()?,
+            values: zeros()?,
+            capacity,
+            width,
+        })
+    }
+}
