@@ -204,110 +204,89 @@ mod tests {
     use super::*;
     use crate::quant::{quantize_row, QK};
 
-    #[test]
-    fn q4_0_packing_round_trips_and_products_match_the_plain_rows() {
-        let nb = 3;
-        let row_bytes = nb * q4_0::BLOCK_BYTES;
-        // Deterministic bytes with small f16 scales at the front of each block.
-        let mut data: Vec<u8> = (0..16 * row_bytes).map(|i| (i * 37 % 251) as u8).collect();
-        for b in data.chunks_exact_mut(q4_0::BLOCK_BYTES) {
-            let d = half::f16::from_f32(0.01 + f32::from(b[5]) * 1e-4);
-            b[..2].copy_from_slice(&d.to_le_bytes());
-        }
-        let packed = pack(&data, 16, nb, Q4_0);
+    /// Packs 16 rows of 3 blocks of deterministic bytes (`prepare` makes
+    /// each block valid for its type), then checks that every row unpacks
+    /// to its plain bytes and that the group product gives the plain rows'
+    /// one-row products.
+    fn packing_round_trips(
+        format: Format,
+        prepare: fn(&mut [u8]),
+        plain_dot: fn(&[u8], &[BlockQ8]) -> f32,
+        group_dot: fn(&[u8], &[BlockQ8], &[i32]) -> [f32; 8],
+    ) {
+        let (nb, rows) = (3, 16);
+        let row_bytes = nb * format.block_bytes;
+        let mut data: Vec<u8> = (0..rows * row_bytes).map(|i| (i * 37 % 251) as u8).collect();
+        data.chunks_exact_mut(format.block_bytes).for_each(prepare);
+        let packed = pack(&data, rows, nb, format);
         let x: Vec<f32> = (0..nb * QK)
             .map(|i| ((i * 7 % 13) as f32 - 6.0) / 3.0)
             .collect();
         let mut q = vec![BlockQ8::default(); nb];
         quantize_row(&x, &mut q);
-        let sums = block_sums(&q);
+        let sums = if format.block_sums {
+            block_sums(&q)
+        } else {
+            Vec::new()
+        };
         let mut row = vec![0u8; row_bytes];
         for (g, group) in packed
-            .chunks_exact(nb * group_block(q4_0::BLOCK_BYTES))
+            .chunks_exact(nb * group_block(format.block_bytes))
             .enumerate()
         {
-            let got = dot_group_q4_0(group, &q, &sums);
+            let got = group_dot(group, &q, &sums);
             for r in 0..ROWS {
                 let plain = &data[(g * ROWS + r) * row_bytes..][..row_bytes];
-                unpack_row(group, r, Q4_0, &mut row);
-                assert_eq!(row, plain, "group {g} row {r}");
-                let want = q4_0::dot(plain, &q);
+                unpack_row(group, r, format, &mut row);
+                assert_eq!(row, plain, "{format:?} group {g} row {r}");
+                let want = plain_dot(plain, &q);
                 assert!(
                     (got[r] - want).abs() <= 1e-4 * (1.0 + want.abs()),
-                    "{} vs {want}",
+                    "{format:?}: {} vs {want}",
                     got[r]
                 );
             }
         }
     }
 
+    /// Small positive f16 scale from a byte of the block.
+    fn scale_from(b: &mut [u8], at: usize) {
+        let d = half::f16::from_f32(0.01 + f32::from(b[at]) * 1e-4);
+        b[..2].copy_from_slice(&d.to_le_bytes());
+    }
+
     #[test]
-    fn q8_0_packing_round_trips_and_products_match_the_plain_rows() {
-        let nb = 2;
-        let row_bytes = nb * q8_0::BLOCK_BYTES;
-        let mut data: Vec<u8> = (0..8 * row_bytes).map(|i| (i * 29 % 253) as u8).collect();
-        for b in data.chunks_exact_mut(q8_0::BLOCK_BYTES) {
-            let d = half::f16::from_f32(0.01 + f32::from(b[3]) * 1e-4);
-            b[..2].copy_from_slice(&d.to_le_bytes());
-            for q in &mut b[2..] {
-                *q = (*q as i8).max(-127) as u8;
-            }
-        }
-        let packed = pack(&data, 8, nb, Q8_0);
-        let x: Vec<f32> = (0..nb * QK)
-            .map(|i| ((i * 5 % 17) as f32 - 8.0) / 2.0)
-            .collect();
-        let mut q = vec![BlockQ8::default(); nb];
-        quantize_row(&x, &mut q);
-        let got = dot_group_q8_0(&packed, &q);
-        let mut row = vec![0u8; row_bytes];
-        for r in 0..ROWS {
-            let plain = &data[r * row_bytes..][..row_bytes];
-            unpack_row(&packed, r, Q8_0, &mut row);
-            assert_eq!(row, plain, "row {r}");
-            let want = q8_0::dot(plain, &q);
-            assert!(
-                (got[r] - want).abs() <= 1e-4 * (1.0 + want.abs()),
-                "{} vs {want}",
-                got[r]
-            );
-        }
+    fn q4_0_packing_round_trips_and_products_match_the_plain_rows() {
+        packing_round_trips(Q4_0, |b| scale_from(b, 5), q4_0::dot, dot_group_q4_0);
     }
 
     #[test]
     fn q4_1_packing_round_trips_and_products_match_the_plain_rows() {
-        let nb = 3;
-        let row_bytes = nb * q4_1::BLOCK_BYTES;
-        let mut data: Vec<u8> = (0..16 * row_bytes).map(|i| (i * 41 % 249) as u8).collect();
-        for b in data.chunks_exact_mut(q4_1::BLOCK_BYTES) {
-            let d = half::f16::from_f32(0.01 + f32::from(b[5]) * 1e-4);
-            let m = half::f16::from_f32(-0.1 + f32::from(b[7]) * 1e-4);
-            b[..2].copy_from_slice(&d.to_le_bytes());
-            b[2..4].copy_from_slice(&m.to_le_bytes());
-        }
-        let packed = pack(&data, 16, nb, Q4_1);
-        let x: Vec<f32> = (0..nb * QK)
-            .map(|i| ((i * 7 % 13) as f32 - 5.0) / 3.0)
-            .collect();
-        let mut q = vec![BlockQ8::default(); nb];
-        quantize_row(&x, &mut q);
-        let mut row = vec![0u8; row_bytes];
-        for (g, group) in packed
-            .chunks_exact(nb * group_block(q4_1::BLOCK_BYTES))
-            .enumerate()
-        {
-            let got = dot_group_q4_1(group, &q);
-            for r in 0..ROWS {
-                let plain = &data[(g * ROWS + r) * row_bytes..][..row_bytes];
-                unpack_row(group, r, Q4_1, &mut row);
-                assert_eq!(row, plain, "group {g} row {r}");
-                let want = q4_1::dot(plain, &q);
-                assert!(
-                    (got[r] - want).abs() <= 1e-4 * (1.0 + want.abs()),
-                    "{} vs {want}",
-                    got[r]
-                );
-            }
-        }
+        packing_round_trips(
+            Q4_1,
+            |b| {
+                scale_from(b, 5);
+                let m = half::f16::from_f32(-0.1 + f32::from(b[7]) * 1e-4);
+                b[2..4].copy_from_slice(&m.to_le_bytes());
+            },
+            q4_1::dot,
+            |g, x, _| dot_group_q4_1(g, x),
+        );
+    }
+
+    #[test]
+    fn q8_0_packing_round_trips_and_products_match_the_plain_rows() {
+        packing_round_trips(
+            Q8_0,
+            |b| {
+                scale_from(b, 3);
+                // ggml's Q8_0 weights never hold -128.
+                for q in &mut b[2..] {
+                    *q = (*q as i8).max(-127) as u8;
+                }
+            },
+            q8_0::dot,
+            |g, x, _| dot_group_q8_0(g, x),
+        );
     }
 }
