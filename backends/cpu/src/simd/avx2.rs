@@ -14,13 +14,13 @@ use std::arch::x86_64::*;
 
 use rbees_core::WeightDType;
 
-use super::{avx2_k, avx2_x8, Kernels};
+use super::{avx2_k, avx2_q5, avx2_x8, Kernels};
 use crate::quant::{q4_0, q4_1, q8_0, BlockQ8, Q8x4, QK};
 use crate::types::{Products, Q8Groups, Q8KGroups, Q8KProducts, Q8Products};
 
 /// The AVX2 kernels, if this CPU has AVX2, FMA and F16C: the portable
-/// table with the entries that have AVX2 code overridden. Q5_0, Q5_1, Q5_K
-/// and BF16 keep the portable code, which the compiler vectorises.
+/// table with the entries that have AVX2 code overridden. Q5_K and BF16
+/// keep the portable code, which the compiler vectorises.
 pub fn kernels() -> Option<Kernels> {
     let ok = is_x86_feature_detected!("avx2")
         && is_x86_feature_detected!("fma")
@@ -60,6 +60,26 @@ pub fn kernels() -> Option<Kernels> {
                 rows: avx2_x8::rows_q4_1x8,
                 four: avx2_x8::group4_q4_1x8,
             }),
+        }),
+    );
+    k.set_products(
+        WeightDType::Q5_0,
+        Products::Q8(Q8Products {
+            one: avx2_q5::dot_q5_0,
+            rows: avx2_q5::rows_q5_0,
+            four: avx2_q5::dot4_q5_0,
+            eight: avx2_q5::dot8_q5_0,
+            groups: None,
+        }),
+    );
+    k.set_products(
+        WeightDType::Q5_1,
+        Products::Q8(Q8Products {
+            one: avx2_q5::dot_q5_1,
+            rows: avx2_q5::rows_q5_1,
+            four: avx2_q5::dot4_q5_1,
+            eight: avx2_q5::dot8_q5_1,
+            groups: None,
         }),
     );
     k.set_products(
@@ -260,7 +280,7 @@ pub(super) fn hsum_ps(v: __m256) -> f32 {
 /// `p` must point to 16 readable bytes.
 #[inline]
 #[target_feature(enable = "avx2")]
-unsafe fn nibbles(p: *const u8) -> __m256i {
+pub(super) unsafe fn nibbles(p: *const u8) -> __m256i {
     let tmp = _mm_loadu_si128(p as *const __m128i);
     let both = _mm256_set_m128i(_mm_srli_epi16::<4>(tmp), tmp);
     _mm256_and_si256(both, _mm256_set1_epi8(0x0F))
@@ -269,7 +289,7 @@ unsafe fn nibbles(p: *const u8) -> __m256i {
 /// Σ of the products of 32 signed bytes, as 8 f32 partial sums.
 #[inline]
 #[target_feature(enable = "avx2")]
-fn mul_sum_i8(a: __m256i, b: __m256i) -> __m256 {
+pub(super) fn mul_sum_i8(a: __m256i, b: __m256i) -> __m256 {
     let ax = _mm256_sign_epi8(a, a);
     let sy = _mm256_sign_epi8(b, a);
     mul_sum_u8_i8(ax, sy)
@@ -278,7 +298,7 @@ fn mul_sum_i8(a: __m256i, b: __m256i) -> __m256 {
 /// Σ of the products of 32 unsigned by 32 signed bytes, as 8 f32 partial sums.
 #[inline]
 #[target_feature(enable = "avx2")]
-fn mul_sum_u8_i8(a: __m256i, b: __m256i) -> __m256 {
+pub(super) fn mul_sum_u8_i8(a: __m256i, b: __m256i) -> __m256 {
     _mm256_cvtepi32_ps(dot_u8_i8(a, b))
 }
 

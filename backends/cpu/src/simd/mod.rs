@@ -7,6 +7,8 @@ mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx2_k;
 #[cfg(target_arch = "x86_64")]
+mod avx2_q5;
+#[cfg(target_arch = "x86_64")]
 mod avx2_x8;
 
 use rbees_core::WeightDType;

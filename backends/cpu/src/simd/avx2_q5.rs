@@ -1,0 +1,185 @@
+//! AVX2 Q5_0 and Q5_1 products against Q8 activations (SmolLM2's Q4_K_M
+//! files are mostly Q5_0: ggml's quantiser falls back to it for rows whose
+//! width is not a multiple of 256).
+//!
+//! A block's fifth bits (`qh`, 32 bits) become 32 byte masks: each byte
+//! gets the `qh` byte that holds its bit, then is OR-ed with a byte that
+//! has every bit set except that one, so it is all ones exactly when the
+//! bit is set. Q5_0 stores `q - 16`: nibble OR `0xF0` where the bit is
+//! clear is `nibble - 16` as i8, and the nibble where it is set. Q5_1's
+//! `q` is the nibble OR `0x10` where the bit is set, unsigned.
+//!
+//! The four- and eight-row kernels run the one-row kernel per row, so a
+//! row's result never depends on the rows beside it (batch invariance).
+
+use std::arch::x86_64::*;
+
+use super::avx2::{f16_at, hsum_ps, mul_sum_i8, mul_sum_u8_i8, nibbles, rows_extent};
+use crate::quant::{q5_0, q5_1, BlockQ8, Q8x4};
+
+// The safe wrappers are only installed by `avx2::kernels()` after the CPU
+// feature check, which makes calling the `unsafe` bodies sound; each
+// checks the slice lengths the bodies rely on.
+
+pub fn dot_q5_0(w: &[u8], x: &[BlockQ8]) -> f32 {
+    let nb = x.len().min(w.len() / q5_0::BLOCK_BYTES);
+    // SAFETY: installed only when AVX2/FMA/F16C are present; `nb` blocks
+    // of `w` and `x` are in bounds.
+    unsafe { q5_0_body(w.as_ptr(), x.as_ptr(), nb) }
+}
+
+pub fn dot_q5_1(w: &[u8], x: &[BlockQ8]) -> f32 {
+    let nb = x.len().min(w.len() / q5_1::BLOCK_BYTES);
+    // SAFETY: as in `dot_q5_0`.
+    unsafe { q5_1_body(w.as_ptr(), x.as_ptr(), nb) }
+}
+
+pub fn rows_q5_0(w: &[u8], rb: usize, x: &[BlockQ8], out: &mut [f32]) {
+    let (nb, n) = rows_extent(w, rb, q5_0::BLOCK_BYTES, x, out);
+    for (j, o) in out[..n].iter_mut().enumerate() {
+        // SAFETY: as in `dot_q5_0`; row `j < n` of `w` holds `nb` blocks.
+        *o = unsafe { q5_0_body(w.as_ptr().add(j * rb), x.as_ptr(), nb) };
+    }
+}
+
+pub fn rows_q5_1(w: &[u8], rb: usize, x: &[BlockQ8], out: &mut [f32]) {
+    let (nb, n) = rows_extent(w, rb, q5_1::BLOCK_BYTES, x, out);
+    for (j, o) in out[..n].iter_mut().enumerate() {
+        // SAFETY: as in `rows_q5_0`.
+        *o = unsafe { q5_1_body(w.as_ptr().add(j * rb), x.as_ptr(), nb) };
+    }
+}
+
+pub fn dot4_q5_0(w: &[u8], x: &Q8x4<'_>) -> [f32; 4] {
+    x.rows.map(|r| dot_q5_0(w, r))
+}
+
+pub fn dot4_q5_1(w: &[u8], x: &Q8x4<'_>) -> [f32; 4] {
+    x.rows.map(|r| dot_q5_1(w, r))
+}
+
+pub fn dot8_q5_0(w: &[u8], x: &Q8x4<'_>, y: &Q8x4<'_>) -> [f32; 8] {
+    eight(dot4_q5_0(w, x), dot4_q5_0(w, y))
+}
+
+pub fn dot8_q5_1(w: &[u8], x: &Q8x4<'_>, y: &Q8x4<'_>) -> [f32; 8] {
+    eight(dot4_q5_1(w, x), dot4_q5_1(w, y))
+}
+
+fn eight(a: [f32; 4], b: [f32; 4]) -> [f32; 8] {
+    [a[0], a[1], a[2], a[3], b[0], b[1], b[2], b[3]]
+}
+
+/// The 32 fifth bits at `p` as 32 bytes, each all ones where its bit is set.
+///
+/// # Safety
+/// AVX2 must be available; `p` must point to 4 readable bytes.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn bit_masks(p: *const u8) -> __m256i {
+    let bits = std::ptr::read_unaligned(p as *const i32);
+    // Byte k takes qh byte k / 8 (the shuffle indexes within each 128-bit
+    // lane, and every lane holds all four bytes).
+    let which = _mm256_setr_epi64x(
+        0x0000_0000_0000_0000,
+        0x0101_0101_0101_0101,
+        0x0202_0202_0202_0202,
+        0x0303_0303_0303_0303,
+    );
+    let bytes = _mm256_shuffle_epi8(_mm256_set1_epi32(bits), which);
+    // Every bit but bit k % 8 of byte k.
+    let others = _mm256_set1_epi64x(0x7FBF_DFEF_F7FB_FDFE_u64 as i64);
+    _mm256_cmpeq_epi8(_mm256_or_si256(bytes, others), _mm256_set1_epi8(-1))
+}
+
+/// # Safety
+/// AVX2/FMA/F16C must be available; `w` must hold `nb` Q5_0 blocks and `x` `nb` blocks.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q5_0_body(w: *const u8, x: *const BlockQ8, nb: usize) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    let high = _mm256_set1_epi8(0xF0_u8 as i8);
+    for i in 0..nb {
+        let b = w.add(i * q5_0::BLOCK_BYTES);
+        let y = &*x.add(i);
+        let d = _mm256_set1_ps(f16_at(b) * y.d);
+        let clear = _mm256_andnot_si256(bit_masks(b.add(2)), high);
+        let qw = _mm256_or_si256(nibbles(b.add(6)), clear);
+        let qy = _mm256_loadu_si256(y.qs.as_ptr() as *const __m256i);
+        acc = _mm256_fmadd_ps(d, mul_sum_i8(qw, qy), acc);
+    }
+    hsum_ps(acc)
+}
+
+/// # Safety
+/// AVX2/FMA/F16C must be available; `w` must hold `nb` Q5_1 blocks and `x` `nb` blocks.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q5_1_body(w: *const u8, x: *const BlockQ8, nb: usize) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    let mut acc_m = 0f32;
+    let fifth = _mm256_set1_epi8(0x10);
+    for i in 0..nb {
+        let b = w.add(i * q5_1::BLOCK_BYTES);
+        let y = &*x.add(i);
+        let d = _mm256_set1_ps(f16_at(b) * y.d);
+        acc_m += f16_at(b.add(2)) * y.s;
+        let set = _mm256_and_si256(bit_masks(b.add(4)), fifth);
+        let qw = _mm256_or_si256(nibbles(b.add(8)), set);
+        let qy = _mm256_loadu_si256(y.qs.as_ptr() as *const __m256i);
+        acc = _mm256_fmadd_ps(d, mul_sum_u8_i8(qw, qy), acc);
+    }
+    hsum_ps(acc) + acc_m
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::{Rng, SeedableRng};
+
+    use super::*;
+    use crate::quant::{self, QK};
+
+    fn close(a: f32, b: f32) -> bool {
+        (a - b).abs() <= 1e-4 * (1.0 + a.abs().max(b.abs()))
+    }
+
+    /// Random blocks with small f16 scales (`halves` of them at the front)
+    /// and random fifth bits and nibbles.
+    fn blocks(rng: &mut impl Rng, nb: usize, block_bytes: usize, halves: usize) -> Vec<u8> {
+        let mut w: Vec<u8> = (0..nb * block_bytes).map(|_| rng.random()).collect();
+        for b in w.chunks_exact_mut(block_bytes) {
+            for h in 0..halves {
+                let v = half::f16::from_f32(rng.random_range(-0.05f32..0.05));
+                b[2 * h..2 * h + 2].copy_from_slice(&v.to_le_bytes());
+            }
+        }
+        w
+    }
+
+    #[test]
+    fn q5_dots_match_the_portable_code() {
+        if super::super::avx2::kernels().is_none() {
+            eprintln!("no AVX2 here: nothing to compare");
+            return;
+        }
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        for nb in [1, 2, 18, 48] {
+            let xs: Vec<f32> = (0..nb * QK).map(|_| rng.random_range(-2f32..2.0)).collect();
+            let mut x = vec![BlockQ8::default(); nb];
+            quant::quantize_row(&xs, &mut x);
+            let w = blocks(&mut rng, nb, q5_0::BLOCK_BYTES, 1);
+            let (s, v) = (q5_0::dot(&w, &x), dot_q5_0(&w, &x));
+            assert!(close(s, v), "q5_0 nb={nb}: {s} vs {v}");
+            let w = blocks(&mut rng, nb, q5_1::BLOCK_BYTES, 2);
+            let (s, v) = (q5_1::dot(&w, &x), dot_q5_1(&w, &x));
+            assert!(close(s, v), "q5_1 nb={nb}: {s} vs {v}");
+            // Every bit pattern of the fifth bits reaches both branches.
+            let mut all = blocks(&mut rng, nb, q5_0::BLOCK_BYTES, 1);
+            for (k, b) in all.chunks_exact_mut(q5_0::BLOCK_BYTES).enumerate() {
+                let pattern = [0xFF, 0x00, 0xAA, 0x0F];
+                let qh: [u8; 4] = std::array::from_fn(|i| pattern[(i + k) % 4]);
+                b[2..6].copy_from_slice(&qh);
+            }
+            let (s, v) = (q5_0::dot(&all, &x), dot_q5_0(&all, &x));
+            assert!(close(s, v), "q5_0 patterned nb={nb}: {s} vs {v}");
+        }
+    }
+}
