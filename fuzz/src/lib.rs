@@ -236,10 +236,9 @@ fn templates() -> &'static [Option<Result<ChatTemplate, String>>] {
             smollm2(),
         )
         .expect("fuzz setup: SmolLM2 (scripts/fetch-model.sh)");
-        let source = smol.metadata()["tokenizer.chat_template"]
-            .to_string()
-            .expect("a string")
-            .clone();
+        let source = rbees_model::chat_template(&smol)
+            .expect("fuzz setup: SmolLM2's chat template is a string")
+            .expect("fuzz setup: SmolLM2 has a chat template");
         vec![
             None,
             Some(ChatTemplate::new(source).map_err(|e| e.to_string())),

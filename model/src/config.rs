@@ -1,10 +1,7 @@
 //! Llama hyper-parameters from GGUF metadata.
 
-use std::collections::HashMap;
-
-use candle_core::quantized::gguf_file::Value;
-
 use crate::error::{ModelError, Result};
+use crate::metadata::{Metadata, MetadataError};
 
 /// The shape of a Llama-architecture model, read from `llama.*` keys.
 #[derive(Debug, Clone, PartialEq)]
@@ -35,41 +32,16 @@ fn metadata_err(key: &str, detail: impl Into<String>) -> ModelError {
 }
 
 /// A non-negative integer of any GGUF integer type.
-pub(crate) fn get_usize(md: &HashMap<String, Value>, key: &str) -> Result<Option<usize>> {
+pub(crate) fn get_usize(md: &Metadata, key: &str) -> Result<Option<usize>> {
     let Some(v) = md.get(key) else {
         return Ok(None);
     };
-    let n: Option<u64> = match v {
-        Value::U8(x) => Some(*x as u64),
-        Value::U16(x) => Some(*x as u64),
-        Value::U32(x) => Some(*x as u64),
-        Value::U64(x) => Some(*x),
-        Value::I8(x) => u64::try_from(*x).ok(),
-        Value::I16(x) => u64::try_from(*x).ok(),
-        Value::I32(x) => u64::try_from(*x).ok(),
-        Value::I64(x) => u64::try_from(*x).ok(),
-        other => {
-            return Err(metadata_err(
-                key,
-                format!("expected an integer, found {:?}", other.value_type()),
-            ))
-        }
-    };
-    n.and_then(|n| usize::try_from(n).ok())
+    let n = v
+        .as_integer()
+        .ok_or_else(|| MetadataError::wrong_type(key, "an integer", v))?;
+    usize::try_from(n)
         .map(Some)
-        .ok_or_else(|| metadata_err(key, format!("{v:?} is not a valid count")))
-}
-
-fn get_f32(md: &HashMap<String, Value>, key: &str) -> Result<Option<f32>> {
-    match md.get(key) {
-        None => Ok(None),
-        Some(Value::F32(x)) => Ok(Some(*x)),
-        Some(Value::F64(x)) => Ok(Some(*x as f32)),
-        Some(other) => Err(metadata_err(
-            key,
-            format!("expected a float, found {:?}", other.value_type()),
-        )),
-    }
+        .map_err(|_| metadata_err(key, format!("{v:?} is not a valid count")))
 }
 
 fn required<T>(value: Option<T>, key: &str) -> Result<T> {
@@ -77,17 +49,12 @@ fn required<T>(value: Option<T>, key: &str) -> Result<T> {
 }
 
 /// `general.architecture`, or an error when it is missing or not Llama.
-pub fn architecture(md: &HashMap<String, Value>) -> Result<String> {
-    let arch = match md.get("general.architecture") {
-        Some(Value::String(s)) => s.clone(),
-        Some(other) => {
-            return Err(metadata_err(
-                "general.architecture",
-                format!("expected a string, found {:?}", other.value_type()),
-            ))
-        }
-        None => return Err(metadata_err("general.architecture", "missing")),
-    };
+pub fn architecture(md: &Metadata) -> Result<String> {
+    const KEY: &str = "general.architecture";
+    let arch = md
+        .get_str(KEY)?
+        .ok_or_else(|| metadata_err(KEY, "missing"))?
+        .to_string();
     if !SUPPORTED_ARCHITECTURES.contains(&arch.as_str()) {
         return Err(ModelError::UnsupportedArchitecture(arch));
     }
@@ -95,7 +62,7 @@ pub fn architecture(md: &HashMap<String, Value>) -> Result<String> {
 }
 
 impl LlamaConfig {
-    pub fn from_metadata(md: &HashMap<String, Value>) -> Result<Self> {
+    pub fn from_metadata(md: &Metadata) -> Result<Self> {
         let arch = architecture(md)?;
         let key = |k: &str| format!("{arch}.{k}");
         let count = |k: &str| -> Result<usize> {
@@ -134,7 +101,7 @@ impl LlamaConfig {
             ));
         }
         let base_key = key("rope.freq_base");
-        let rope_base = get_f32(md, &base_key)?.unwrap_or(10_000.0);
+        let rope_base = md.get_f32(&base_key)?.unwrap_or(10_000.0);
         if !(rope_base.is_finite() && rope_base > 0.0) {
             return Err(metadata_err(
                 &base_key,
@@ -142,7 +109,7 @@ impl LlamaConfig {
             ));
         }
         let eps_key = key("attention.layer_norm_rms_epsilon");
-        let rms_eps = required(get_f32(md, &eps_key)?, &eps_key)?;
+        let rms_eps = required(md.get_f32(&eps_key)?, &eps_key)?;
         if !(rms_eps.is_finite() && rms_eps >= 0.0) {
             return Err(metadata_err(
                 &eps_key,
@@ -150,10 +117,11 @@ impl LlamaConfig {
             ));
         }
         let train_context = count("context_length")?;
-        let name = match md.get("general.name") {
-            Some(Value::String(s)) => s.clone(),
-            _ => "unnamed".to_string(),
-        };
+        let name = md
+            .get("general.name")
+            .and_then(|v| v.as_str())
+            .unwrap_or("unnamed")
+            .to_string();
         Ok(LlamaConfig {
             name,
             n_layers,

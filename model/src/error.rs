@@ -2,6 +2,7 @@ use std::path::PathBuf;
 
 use rbees_core::BackendError;
 
+use crate::metadata::MetadataError;
 use crate::tokenizer::TokenizerError;
 
 /// Everything that can go wrong loading or running a model.
@@ -18,6 +19,23 @@ pub enum ModelError {
     Gguf { path: PathBuf, detail: String },
     #[error("model metadata key '{key}': {detail}")]
     Metadata { key: String, detail: String },
+    /// A metadata key of the file at `path` is unusable (for messages about
+    /// a whole model file, where the path tells which).
+    #[error("{path}: {error}")]
+    FileMetadata { path: PathBuf, error: MetadataError },
+    /// The tokenizer metadata of the file at `path` is unusable.
+    #[error("cannot build the tokenizer of {path}: {error}")]
+    FileTokenizer {
+        path: PathBuf,
+        error: TokenizerError,
+    },
+    /// The vocabulary and the token embedding's rows disagree.
+    #[error("{path}: the tokenizer has {tokens} tokens but token_embd.weight has shape {embedding_shape:?}; the file is inconsistent")]
+    VocabMismatch {
+        path: PathBuf,
+        tokens: usize,
+        embedding_shape: Vec<usize>,
+    },
     #[error("architecture '{0}' is not supported; rbees runs 'llama' GGUF models (Llama-2, TinyLlama, SmolLM2, ...)")]
     UnsupportedArchitecture(String),
     #[error("tensor '{name}': {detail}")]
@@ -50,6 +68,15 @@ pub enum ModelError {
     Backend(#[from] BackendError),
     #[error(transparent)]
     Tokenizer(#[from] TokenizerError),
+}
+
+impl From<MetadataError> for ModelError {
+    fn from(e: MetadataError) -> Self {
+        ModelError::Metadata {
+            detail: format!("expected {}, found {}", e.expected, e.found),
+            key: e.key,
+        }
+    }
 }
 
 pub type Result<T, E = ModelError> = std::result::Result<T, E>;

@@ -1,15 +1,15 @@
 //! A memory-mapped GGUF file read with candle-core's `gguf_file` reader.
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
 
-use candle_core::quantized::gguf_file::{Content, Value};
+use candle_core::quantized::gguf_file::Content;
 use memmap2::Mmap;
 use rbees_core::{HostWeight, WeightDType};
 
 use crate::error::{ModelError, Result};
+use crate::metadata::Metadata;
 
 const GGUF_MAGIC: &[u8; 4] = b"GGUF";
 
@@ -17,7 +17,9 @@ const GGUF_MAGIC: &[u8; 4] = b"GGUF";
 pub struct GgufFile {
     path: PathBuf,
     bytes: Bytes,
+    /// The header's tensor infos; its metadata is moved to `metadata`.
     content: Content,
+    metadata: Metadata,
 }
 
 /// Where the file's bytes live: mapped from disk, or in memory (fuzzing,
@@ -82,12 +84,14 @@ impl GgufFile {
         // those are refused here first.
         crate::prescan::check(&bytes).map_err(gguf_err)?;
         let mut cursor = Cursor::new(&bytes[..]);
-        let content = Content::read(&mut cursor)
+        let mut content = Content::read(&mut cursor)
             .map_err(|e| gguf_err(header_error(e, cursor.position(), bytes.len())))?;
+        let metadata = Metadata::from_candle(std::mem::take(&mut content.metadata));
         Ok(GgufFile {
             path,
             bytes,
             content,
+            metadata,
         })
     }
 
@@ -95,8 +99,8 @@ impl GgufFile {
         &self.path
     }
 
-    pub fn metadata(&self) -> &HashMap<String, Value> {
-        &self.content.metadata
+    pub fn metadata(&self) -> &Metadata {
+        &self.metadata
     }
 
     pub fn has_tensor(&self, name: &str) -> bool {

@@ -6,6 +6,7 @@ pub mod error;
 pub mod generate;
 pub mod gguf;
 pub mod llama;
+pub mod metadata;
 mod prescan;
 pub mod sampler;
 pub mod stop;
@@ -19,5 +20,6 @@ pub use generate::{
 };
 pub use gguf::GgufFile;
 pub use llama::{CapabilityReport, Llama, LoadOptions, SeqChunk, MAX_SLOTS};
+pub use metadata::{Metadata, MetadataError, MetadataValue};
 pub use sampler::{Sampler, SamplingParams};
-pub use tokenizer::Tokenizer;
+pub use tokenizer::{chat_template, Tokenizer, CHAT_TEMPLATE_KEY};

@@ -8,6 +8,104 @@ use crate::config::LlamaConfig;
 use crate::error::{ModelError, Result};
 use crate::gguf::GgufFile;
 
+/// A dimension of a block tensor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BlockDim {
+    /// The embedding width (`dim`).
+    Model,
+    /// Every query head together (`n_heads * head_dim`).
+    Query,
+    /// Every key/value head together (`n_kv_heads * head_dim`).
+    Kv,
+    /// The feed-forward width (`ff_dim`).
+    Ffn,
+}
+
+/// What a block tensor is for, which fixes its shape and the op that reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BlockRole {
+    /// An RMSNorm weight: `[dim]`.
+    Norm,
+    /// A matrix product's weight: `[rows, cols]`.
+    Matrix { rows: BlockDim, cols: BlockDim },
+}
+
+/// One tensor of every transformer block: `blk.{layer}.{name}.weight`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct BlockTensor {
+    pub name: &'static str,
+    pub role: BlockRole,
+}
+
+/// The sizes [`BlockDim`] stands for in one model.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BlockDims {
+    pub model: usize,
+    pub query: usize,
+    pub kv: usize,
+    pub ffn: usize,
+}
+
+impl BlockDims {
+    fn of(config: &LlamaConfig) -> Self {
+        BlockDims {
+            model: config.dim,
+            query: config.n_heads * config.head_dim,
+            kv: config.kv_dim(),
+            ffn: config.ff_dim,
+        }
+    }
+
+    fn get(&self, dim: BlockDim) -> usize {
+        match dim {
+            BlockDim::Model => self.model,
+            BlockDim::Query => self.query,
+            BlockDim::Kv => self.kv,
+            BlockDim::Ffn => self.ffn,
+        }
+    }
+}
+
+impl BlockTensor {
+    /// The tensor's shape in a model of `dims` (`[rows, cols]` for a matrix).
+    pub(crate) fn shape(&self, dims: &BlockDims) -> Vec<usize> {
+        match self.role {
+            BlockRole::Norm => vec![dims.model],
+            BlockRole::Matrix { rows, cols } => vec![dims.get(rows), dims.get(cols)],
+        }
+    }
+}
+
+/// The tensors of a transformer block, the one list the loader, the
+/// capability check and `rbees synth` read: in llama.cpp's order, which is
+/// also the order of [`Block`]'s fields ([`Block::from_weights`]).
+pub(crate) const BLOCK_TENSORS: [BlockTensor; 9] = {
+    use BlockDim::{Ffn, Kv, Model, Query};
+    const fn matrix(name: &'static str, rows: BlockDim, cols: BlockDim) -> BlockTensor {
+        BlockTensor {
+            name,
+            role: BlockRole::Matrix { rows, cols },
+        }
+    }
+    const fn norm(name: &'static str) -> BlockTensor {
+        BlockTensor {
+            name,
+            role: BlockRole::Norm,
+        }
+    }
+    [
+        norm("attn_norm"),
+        matrix("attn_q", Query, Model),
+        matrix("attn_k", Kv, Model),
+        matrix("attn_v", Kv, Model),
+        matrix("attn_output", Model, Query),
+        norm("ffn_norm"),
+        matrix("ffn_gate", Ffn, Model),
+        matrix("ffn_up", Ffn, Model),
+        matrix("ffn_down", Model, Ffn),
+    ]
+};
+
 /// One transformer block's weights.
 struct Block<B: Backend> {
     attn_norm: B::Weight,
@@ -19,6 +117,24 @@ struct Block<B: Backend> {
     w_gate: B::Weight,
     w_up: B::Weight,
     w_down: B::Weight,
+}
+
+impl<B: Backend> Block<B> {
+    /// The block from its weights in [`BLOCK_TENSORS`] order.
+    fn from_weights(weights: [B::Weight; BLOCK_TENSORS.len()]) -> Self {
+        let [attn_norm, wq, wk, wv, wo, ffn_norm, w_gate, w_up, w_down] = weights;
+        Block {
+            attn_norm,
+            wq,
+            wk,
+            wv,
+            wo,
+            ffn_norm,
+            w_gate,
+            w_up,
+            w_down,
+        }
+    }
 }
 
 /// How each op the model uses will run on the chosen backend (native kernel
@@ -103,7 +219,8 @@ fn config_arch(gguf: &GgufFile) -> String {
     crate::config::architecture(gguf.metadata()).unwrap_or_else(|_| "llama".into())
 }
 
-fn block_tensor(l: usize, name: &str) -> String {
+/// The file's name of tensor `name` of block `l`.
+pub(crate) fn block_tensor(l: usize, name: &str) -> String {
     format!("blk.{l}.{name}.weight")
 }
 
@@ -143,16 +260,18 @@ impl<B: Backend> Llama<B> {
         // The block count is a claim of the metadata: check the file holds
         // that many blocks before anything is sized from it.
         let last = config.n_layers - 1;
-        if !gguf.has_tensor(&block_tensor(last, "attn_norm")) {
+        // A block is there when its first tensor is.
+        let first = BLOCK_TENSORS[0].name;
+        if !gguf.has_tensor(&block_tensor(last, first)) {
             let present = (0..config.n_layers)
-                .take_while(|&l| gguf.has_tensor(&block_tensor(l, "attn_norm")))
+                .take_while(|&l| gguf.has_tensor(&block_tensor(l, first)))
                 .count();
             return Err(ModelError::Metadata {
                 key: format!("{}.block_count", config_arch(gguf)),
                 detail: format!(
                     "{} blocks claimed but the file has {present} ({} is missing)",
                     config.n_layers,
-                    block_tensor(present, "attn_norm")
+                    block_tensor(present, first)
                 ),
             });
         }
@@ -173,29 +292,32 @@ impl<B: Backend> Llama<B> {
             Ok(weight)
         };
         let token_embd = load("token_embd.weight", Some(vocab_size), config.dim)?;
-        let (dim, kv, ff) = (config.dim, config.kv_dim(), config.ff_dim);
-        let q_dim = config.n_heads * config.head_dim;
+        let dims = BlockDims::of(&config);
         let mut blocks = Vec::with_capacity(config.n_layers);
         for l in 0..config.n_layers {
-            let t = |n: &str| block_tensor(l, n);
-            blocks.push(Block {
-                attn_norm: load(&t("attn_norm"), None, dim)?,
-                wq: load(&t("attn_q"), Some(q_dim), dim)?,
-                wk: load(&t("attn_k"), Some(kv), dim)?,
-                wv: load(&t("attn_v"), Some(kv), dim)?,
-                wo: load(&t("attn_output"), Some(dim), q_dim)?,
-                ffn_norm: load(&t("ffn_norm"), None, dim)?,
-                w_gate: load(&t("ffn_gate"), Some(ff), dim)?,
-                w_up: load(&t("ffn_up"), Some(ff), dim)?,
-                w_down: load(&t("ffn_down"), Some(dim), ff)?,
-            });
+            let weights = BLOCK_TENSORS
+                .iter()
+                .map(|t| {
+                    let name = block_tensor(l, t.name);
+                    match t.role {
+                        BlockRole::Norm => load(&name, None, dims.model),
+                        BlockRole::Matrix { rows, cols } => {
+                            load(&name, Some(dims.get(rows)), dims.get(cols))
+                        }
+                    }
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let Ok(weights) = weights.try_into() else {
+                unreachable!("one weight per entry of BLOCK_TENSORS")
+            };
+            blocks.push(Block::from_weights(weights));
             progress(l + 1, config.n_layers);
         }
-        let output_norm = load("output_norm.weight", None, dim)?;
+        let output_norm = load("output_norm.weight", None, config.dim)?;
         let output = if tied {
             None
         } else {
-            Some(load("output.weight", Some(vocab_size), dim)?)
+            Some(load("output.weight", Some(vocab_size), config.dim)?)
         };
         let (cos, sin) = rope_tables(context, config.rope_dim, config.rope_base);
         let half = config.rope_dim / 2;
@@ -210,7 +332,7 @@ impl<B: Backend> Llama<B> {
         let caches = (0..config.n_layers)
             .map(|_| {
                 (0..slots)
-                    .map(|_| backend.kv_cache(context, kv))
+                    .map(|_| backend.kv_cache(context, dims.kv))
                     .collect::<std::result::Result<Vec<_>, _>>()
             })
             .collect::<std::result::Result<Vec<_>, _>>()?;
@@ -578,19 +700,18 @@ fn check_capabilities<B: Backend>(
         Some(gguf.tensor_meta("token_embd.weight")?.0),
     );
     for l in 0..config.n_layers {
-        for n in ["attn_norm", "ffn_norm"] {
-            need(Op::RmsNorm, Some(gguf.tensor_meta(&block_tensor(l, n))?.0));
-        }
-        for n in [
-            "attn_q",
-            "attn_k",
-            "attn_v",
-            "attn_output",
-            "ffn_gate",
-            "ffn_up",
-            "ffn_down",
-        ] {
-            need(Op::MatMul, Some(gguf.tensor_meta(&block_tensor(l, n))?.0));
+        // Norms first, then matrices: the order the checks are reported in.
+        for norms in [true, false] {
+            for t in BLOCK_TENSORS
+                .iter()
+                .filter(|t| (t.role == BlockRole::Norm) == norms)
+            {
+                let op = match t.role {
+                    BlockRole::Norm => Op::RmsNorm,
+                    BlockRole::Matrix { .. } => Op::MatMul,
+                };
+                need(op, Some(gguf.tensor_meta(&block_tensor(l, t.name))?.0));
+            }
         }
     }
     need(Op::RmsNorm, Some(gguf.tensor_meta("output_norm.weight")?.0));

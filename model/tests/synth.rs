@@ -3,11 +3,10 @@
 
 mod common;
 
-use candle_core::quantized::gguf_file::Value;
 use common::*;
 use rbees_core::{Backend, WeightDType};
 use rbees_model::synth::{find_shape, tensor_specs, write_synthetic, SynthShape};
-use rbees_model::{GgufFile, Llama, LlamaConfig, LoadOptions, Tokenizer};
+use rbees_model::{GgufFile, Llama, LlamaConfig, LoadOptions, MetadataValue, Tokenizer};
 
 /// Small enough for a test, rows a multiple of 256 so K-quants fit.
 const SMALL: SynthShape = SynthShape {
@@ -176,7 +175,7 @@ fn named_shapes_have_the_published_metadata() {
         (576, 9, 3, 8192)
     );
     assert!(
-        matches!(gguf.metadata().get("llama.rope.freq_base"), Some(Value::F32(b)) if *b == 100_000.0)
+        matches!(gguf.metadata().get("llama.rope.freq_base"), Some(MetadataValue::F32(b)) if *b == 100_000.0)
     );
     std::fs::remove_dir_all(&dir).ok();
 }

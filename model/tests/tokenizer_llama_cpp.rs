@@ -2,12 +2,11 @@
 //! (generated with llama-cpp-python by `scripts/fixtures/make_fixtures.py`),
 //! decoding round trips, streaming decode and error cases.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use candle_core::quantized::gguf_file::{Content, Value};
 use rbees_model::tokenizer::{StreamDecoder, Tokenizer, TokenizerError, TokenizerKind};
+use rbees_model::{GgufFile, Metadata, MetadataValue};
 use serde::Deserialize;
 
 const SMOLLM2_FIXTURE: &str = "testdata/fixtures/tokenize_smollm2.json";
@@ -46,7 +45,7 @@ fn read_fixture(rel: &str) -> Fixture {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("bad fixture {}: {e}", path.display()))
 }
 
-fn read_metadata(rel: &str) -> HashMap<String, Value> {
+fn read_metadata(rel: &str) -> Metadata {
     let path = repo_root().join(rel);
     if !path.exists() {
         if rel.contains("SmolLM2") {
@@ -57,11 +56,10 @@ fn read_metadata(rel: &str) -> HashMap<String, Value> {
         }
         panic!("model file {} is missing", path.display());
     }
-    let mut file = std::fs::File::open(&path)
-        .unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display()));
-    Content::read(&mut file)
+    GgufFile::open(&path)
         .unwrap_or_else(|e| panic!("cannot read GGUF {}: {e}", path.display()))
-        .metadata
+        .metadata()
+        .clone()
 }
 
 fn load(rel: &str) -> Tokenizer {
@@ -317,10 +315,10 @@ fn spm_byte_and_space_pieces() {
     assert_eq!(tok.decode(&ids, false).unwrap(), " a b");
 }
 
-fn with(md: &HashMap<String, Value>, key: &str, value: Option<Value>) -> HashMap<String, Value> {
+fn with(md: &Metadata, key: &str, value: Option<MetadataValue>) -> Metadata {
     let mut md = md.clone();
     match value {
-        Some(v) => md.insert(key.to_string(), v),
+        Some(v) => md.insert(key, v),
         None => md.remove(key),
     };
     md
@@ -352,7 +350,7 @@ fn metadata_errors_are_reported() {
     let err = Tokenizer::from_gguf_metadata(&with(
         &md,
         "tokenizer.ggml.model",
-        Some(Value::String("t5".into())),
+        Some(MetadataValue::String("t5".into())),
     ))
     .unwrap_err();
     assert_eq!(err, TokenizerError::UnknownModel("t5".into()));
@@ -361,7 +359,7 @@ fn metadata_errors_are_reported() {
     let err = Tokenizer::from_gguf_metadata(&with(
         &md,
         "tokenizer.ggml.pre",
-        Some(Value::String("no-such-pre".into())),
+        Some(MetadataValue::String("no-such-pre".into())),
     ))
     .unwrap_err();
     assert!(
@@ -373,7 +371,7 @@ fn metadata_errors_are_reported() {
     let err = Tokenizer::from_gguf_metadata(&with(
         &md,
         "tokenizer.ggml.tokens",
-        Some(Value::String("oops".into())),
+        Some(MetadataValue::String("oops".into())),
     ))
     .unwrap_err();
     assert!(
@@ -384,7 +382,7 @@ fn metadata_errors_are_reported() {
     let err = Tokenizer::from_gguf_metadata(&with(
         &md,
         "tokenizer.ggml.add_bos_token",
-        Some(Value::U32(1)),
+        Some(MetadataValue::U32(1)),
     ))
     .unwrap_err();
     assert!(matches!(err, TokenizerError::WrongType { .. }), "{err:?}");
@@ -392,7 +390,7 @@ fn metadata_errors_are_reported() {
     let err = Tokenizer::from_gguf_metadata(&with(
         &md,
         "tokenizer.ggml.token_type",
-        Some(Value::Array(vec![Value::I32(1); 3])),
+        Some(MetadataValue::Array(vec![MetadataValue::I32(1); 3])),
     ))
     .unwrap_err();
     assert!(

@@ -250,9 +250,6 @@ pub struct LoadedModel {
     pub auto_pick: Option<String>,
 }
 
-/// GGUF metadata key of the chat template.
-pub const CHAT_TEMPLATE_KEY: &str = "tokenizer.chat_template";
-
 struct LoadModel<'a> {
     gguf: &'a GgufFile,
     options: &'a LoadOptions,
@@ -298,17 +295,7 @@ pub fn load_gguf(
     load_options: &LoadOptions,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<LoadedModel> {
-    let path = gguf.path();
-    let tokenizer = Tokenizer::from_gguf_metadata(gguf.metadata())
-        .with_context(|| format!("cannot build the tokenizer of {}", path.display()))?;
-    let (_, embd_shape) = gguf.tensor_meta("token_embd.weight")?;
-    if embd_shape.first() != Some(&tokenizer.vocab_size()) {
-        bail!(
-            "{}: the tokenizer has {} tokens but token_embd.weight has shape {embd_shape:?}; the file is inconsistent",
-            path.display(),
-            tokenizer.vocab_size()
-        );
-    }
+    let tokenizer = Tokenizer::from_gguf(gguf)?;
     let (model, auto_pick) = if choice.kind == AUTO_KIND {
         let (model, why) = load_auto(gguf, choice, load_options, progress)?;
         (model, Some(why))
@@ -320,17 +307,7 @@ pub fn load_gguf(
         };
         (with_backend(choice, visitor)?, None)
     };
-    let chat_template = match gguf.metadata().get(CHAT_TEMPLATE_KEY) {
-        Some(value) => Some(
-            value
-                .to_string()
-                .with_context(|| {
-                    format!("{}: {CHAT_TEMPLATE_KEY} is not a string", path.display())
-                })?
-                .clone(),
-        ),
-        None => None,
-    };
+    let chat_template = rbees_model::chat_template(gguf)?;
     Ok(LoadedModel {
         model,
         tokenizer,

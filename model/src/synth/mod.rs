@@ -6,7 +6,7 @@
 //! random, so the text is noise, but every file loads and runs like a real one.
 
 mod shapes;
-mod vocab;
+pub(crate) mod vocab;
 mod weights;
 mod writer;
 
@@ -15,6 +15,8 @@ use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 
 use rbees_core::WeightDType;
+
+use crate::llama::{block_tensor, BlockDims, BlockRole, BLOCK_TENSORS};
 
 pub use shapes::{find_shape, SynthShape, SHAPES};
 pub use weights::SplitMix64;
@@ -47,7 +49,8 @@ pub enum SynthError {
     #[error("cannot quantise random {dtype} blocks: {error}")]
     Quantize {
         dtype: WeightDType,
-        error: candle_core::Error,
+        /// candle's message (no candle type in this crate's API).
+        error: String,
     },
 }
 
@@ -66,26 +69,27 @@ pub struct SynthSummary {
 
 /// The tensors of a Llama model of `shape`, matrices in `dtype`.
 pub fn tensor_specs(shape: &SynthShape, dtype: WeightDType) -> Vec<TensorSpec> {
-    let (d, kv, ff) = (shape.dim, shape.kv_dim(), shape.ff_dim);
+    let d = shape.dim;
     let spec = |name: String, shape: Vec<usize>, dtype| TensorSpec { name, shape, dtype };
     let mut specs = vec![spec(
         "token_embd.weight".into(),
         vec![shape.vocab, d],
         dtype,
     )];
+    let dims = BlockDims {
+        model: d,
+        query: shape.n_heads * shape.head_dim(),
+        kv: shape.kv_dim(),
+        ffn: shape.ff_dim,
+    };
     for l in 0..shape.n_layers {
-        let n = |s: &str| format!("blk.{l}.{s}.weight");
-        specs.extend([
-            spec(n("attn_norm"), vec![d], WeightDType::F32),
-            spec(n("attn_q"), vec![d, d], dtype),
-            spec(n("attn_k"), vec![kv, d], dtype),
-            spec(n("attn_v"), vec![kv, d], dtype),
-            spec(n("attn_output"), vec![d, d], dtype),
-            spec(n("ffn_norm"), vec![d], WeightDType::F32),
-            spec(n("ffn_gate"), vec![ff, d], dtype),
-            spec(n("ffn_up"), vec![ff, d], dtype),
-            spec(n("ffn_down"), vec![d, ff], dtype),
-        ]);
+        specs.extend(BLOCK_TENSORS.iter().map(|t| {
+            let dtype = match t.role {
+                BlockRole::Norm => WeightDType::F32,
+                BlockRole::Matrix { .. } => dtype,
+            };
+            spec(block_tensor(l, t.name), t.shape(&dims), dtype)
+        }));
     }
     specs.push(spec("output_norm.weight".into(), vec![d], WeightDType::F32));
     if !shape.tied_embeddings {
@@ -152,8 +156,11 @@ pub fn write_synthetic(
     path: &Path,
 ) -> Result<SynthSummary, SynthError> {
     check_rows(shape, dtype)?;
-    let pool = weights::ChunkPool::new(dtype, WEIGHT_STD, seed)
-        .map_err(|error| SynthError::Quantize { dtype, error })?;
+    let pool =
+        weights::ChunkPool::new(dtype, WEIGHT_STD, seed).map_err(|error| SynthError::Quantize {
+            dtype,
+            error: error.to_string(),
+        })?;
     let specs = tensor_specs(shape, dtype);
     let io_err = |error| SynthError::Io {
         path: path.to_path_buf(),

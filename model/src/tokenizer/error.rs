@@ -2,6 +2,8 @@
 
 use thiserror::Error;
 
+use crate::metadata::MetadataError;
+
 /// Everything that can go wrong in [`super::Tokenizer`].
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum TokenizerError {
@@ -50,4 +52,14 @@ pub enum TokenizerError {
     /// SentencePiece byte fallback needs a `<0xXX>` (or raw byte) token that is missing.
     #[error("byte fallback needs a token for byte 0x{0:02X} but the vocabulary has none")]
     MissingByteToken(u8),
+}
+
+impl From<MetadataError> for TokenizerError {
+    fn from(e: MetadataError) -> Self {
+        TokenizerError::WrongType {
+            key: e.key,
+            expected: e.expected,
+            found: e.found,
+        }
+    }
 }

@@ -22,10 +22,12 @@ mod stream;
 mod unicode;
 mod vocab;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use candle_core::quantized::gguf_file::Value;
+use crate::error::ModelError;
+use crate::gguf::GgufFile;
+use crate::metadata::Metadata;
 
 pub use error::TokenizerError;
 pub use stream::StreamDecoder;
@@ -72,9 +74,46 @@ pub struct Tokenizer {
     inner: Arc<Inner>,
 }
 
+/// The metadata key of a model's chat template (Jinja).
+pub const CHAT_TEMPLATE_KEY: &str = "tokenizer.chat_template";
+
+/// The file's chat template ([`CHAT_TEMPLATE_KEY`]), if it has one; a value
+/// that is not a string is an error naming the file.
+pub fn chat_template(gguf: &GgufFile) -> Result<Option<String>, ModelError> {
+    match gguf.metadata().get_str(CHAT_TEMPLATE_KEY) {
+        Ok(template) => Ok(template.map(str::to_string)),
+        Err(error) => Err(ModelError::FileMetadata {
+            path: gguf.path().to_path_buf(),
+            error,
+        }),
+    }
+}
+
 impl Tokenizer {
+    /// The tokenizer of a model file, checked against the model: its
+    /// vocabulary must have one token per row of `token_embd.weight`.
+    /// Errors name the file.
+    pub fn from_gguf(gguf: &GgufFile) -> Result<Self, ModelError> {
+        let path = || gguf.path().to_path_buf();
+        let tokenizer = Self::from_gguf_metadata(gguf.metadata()).map_err(|error| {
+            ModelError::FileTokenizer {
+                path: path(),
+                error,
+            }
+        })?;
+        let (_, embedding_shape) = gguf.tensor_meta("token_embd.weight")?;
+        if embedding_shape.first() != Some(&tokenizer.vocab_size()) {
+            return Err(ModelError::VocabMismatch {
+                path: path(),
+                tokens: tokenizer.vocab_size(),
+                embedding_shape: embedding_shape.to_vec(),
+            });
+        }
+        Ok(tokenizer)
+    }
+
     /// Build from the `tokenizer.ggml.*` keys of a GGUF file.
-    pub fn from_gguf_metadata(md: &HashMap<String, Value>) -> Result<Self, TokenizerError> {
+    pub fn from_gguf_metadata(md: &Metadata) -> Result<Self, TokenizerError> {
         let model_name = metadata::req_str(md, metadata::KEY_MODEL)?;
         let pre_name = metadata::opt_str(md, metadata::KEY_PRE)?;
         let kind = match model_name {
@@ -299,5 +338,65 @@ mod tests {
     #[test]
     fn tokenizer_is_send_sync_clone() {
         assert_send_sync_clone::<Tokenizer>();
+    }
+
+    use crate::synth::vocab::vocab_metadata;
+    use crate::synth::{write_gguf, MetaValue, TensorSpec};
+    use rbees_core::WeightDType;
+
+    const VOCAB: usize = 512;
+
+    /// A model file with a `VOCAB`-token vocabulary, `extra` metadata and a
+    /// token embedding of `rows` rows.
+    fn file(extra: Vec<(String, MetaValue)>, rows: usize) -> GgufFile {
+        let mut md = vocab_metadata(VOCAB);
+        md.extend(extra);
+        let embd = TensorSpec {
+            name: "token_embd.weight".into(),
+            shape: vec![rows, 4],
+            dtype: WeightDType::F32,
+        };
+        let mut bytes = Vec::new();
+        write_gguf(&mut bytes, &md, &[embd], |_, spec, out| {
+            let size = spec.data_bytes().unwrap();
+            out.extend(std::iter::repeat_n(0u8, size));
+            Ok(size)
+        })
+        .unwrap();
+        GgufFile::from_bytes("test.gguf", bytes).unwrap()
+    }
+
+    #[test]
+    fn from_gguf_checks_the_vocabulary_against_the_embedding() {
+        assert_eq!(
+            Tokenizer::from_gguf(&file(vec![], VOCAB))
+                .unwrap()
+                .vocab_size(),
+            VOCAB
+        );
+        let err = Tokenizer::from_gguf(&file(vec![], VOCAB + 1)).unwrap_err();
+        assert!(
+            matches!(&err, ModelError::VocabMismatch { tokens: VOCAB, .. }),
+            "{err:?}"
+        );
+        let text = err.to_string();
+        assert!(
+            text.contains("test.gguf") && text.contains("token_embd.weight"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn chat_template_is_read_when_a_string() {
+        assert_eq!(chat_template(&file(vec![], VOCAB)).unwrap(), None);
+        let template = MetaValue::String("{{ x }}".into());
+        let with = file(vec![(CHAT_TEMPLATE_KEY.into(), template)], VOCAB);
+        assert_eq!(chat_template(&with).unwrap().as_deref(), Some("{{ x }}"));
+        let wrong = file(vec![(CHAT_TEMPLATE_KEY.into(), MetaValue::U32(3))], VOCAB);
+        let text = chat_template(&wrong).unwrap_err().to_string();
+        assert!(
+            text.contains("test.gguf") && text.contains(CHAT_TEMPLATE_KEY) && text.contains("U32"),
+            "{text}"
+        );
     }
 }
