@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use rbees_benches::cases::{cases, Amount};
+use rbees_benches::cases::{cases, Amount, Timed};
 use rbees_benches::runner::runners;
 use rbees_conformance::{LLAMA2_7B, SMOLLM2_135M};
 
@@ -24,10 +24,12 @@ fn backend_ops(c: &mut Criterion) {
     for shape in [SMOLLM2_135M, LLAMA2_7B] {
         for case in cases(&shape) {
             let mut group = c.benchmark_group(case.group(&shape));
-            group.throughput(match case.amount() {
-                Amount::Elements(n) => Throughput::Elements(n),
-                Amount::Bytes(n) => Throughput::Bytes(n),
-            });
+            if let Some(amount) = case.amount() {
+                group.throughput(match amount {
+                    Amount::Elements(n) => Throughput::Elements(n),
+                    Amount::Bytes(n) => Throughput::Bytes(n),
+                });
+            }
             for runner in &runners {
                 if let Some(why) = runner.unsupported(&case) {
                     eprintln!(

@@ -1,4 +1,5 @@
-//! The cases: one op at one shape, runnable on any backend.
+//! The cases: one op at one shape, runnable on any backend. The one list
+//! of case kinds: the criterion benches (`rbees-benches`) time these too.
 
 use rbees_core::{
     rope_tables, AttentionShape, Backend, HostWeight, Op, Result, RopeVariant, SeqSpan, WeightDType,
@@ -14,7 +15,7 @@ use crate::data::{values, weight_bytes};
 pub const EXACT_LIMIT: f64 = 1e-9;
 pub const QUANTIZED_MATMUL_LIMIT: f64 = 5e-4;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Case {
     RmsNorm {
         rows: usize,
@@ -225,15 +226,24 @@ impl Case {
 
     /// Runs the case on `b`; the same seeds give the same inputs on every backend.
     pub fn run<B: Backend>(&self, b: &B) -> Result<Vec<f32>> {
+        let call = self.prepare(b)?;
+        b.download(&call()?)
+    }
+
+    /// Uploads the case's inputs to `b` and returns the call that runs its
+    /// op on them (for the read-back cases, what follows the appends): what
+    /// [`Case::run`] checks and what the benches time, apart from set-up.
+    pub fn prepare<'a, B: Backend>(&self, b: &'a B) -> Result<Call<'a, B>> {
         let act = |rows: usize, cols: usize, seed: u64| {
             b.upload(&values(rows * cols, seed, 1.0), rows, cols)
         };
-        let out = match *self {
+        Ok(match *self {
             Case::RmsNorm { rows, dim } => {
                 let bytes = weight_bytes(WeightDType::F32, 1, dim, 2).map_err(other)?;
                 let w =
                     b.load_weight(&HostWeight::new("norm", WeightDType::F32, &[dim], &bytes)?)?;
-                b.rms_norm(&act(rows, dim, 1)?, &w, 1e-5)?
+                let x = act(rows, dim, 1)?;
+                Box::new(move || b.rms_norm(&x, &w, 1e-5))
             }
             Case::Rope {
                 seq,
@@ -243,75 +253,80 @@ impl Case {
                 pos0,
                 variant,
             } => {
-                let positions = pos0 + seq;
-                let (cos, sin) = rope_tables(positions, rope_dim, 10_000.0);
-                let cos = b.upload(&cos, positions, rope_dim / 2)?;
-                let sin = b.upload(&sin, positions, rope_dim / 2)?;
-                b.rope(
-                    &act(seq, heads * head_dim, 3)?,
-                    heads,
-                    head_dim,
-                    pos0,
-                    &cos,
-                    &sin,
-                    variant,
-                )?
+                let (cos, sin) = rope_inputs(b, pos0 + seq, rope_dim)?;
+                let x = act(seq, heads * head_dim, 3)?;
+                Box::new(move || b.rope(&x, heads, head_dim, pos0, &cos, &sin, variant))
             }
             Case::Softmax { rows, cols } => {
                 // Wide logits, as attention scores and output logits are.
-                b.softmax(&b.upload(&values(rows * cols, 4, 8.0), rows, cols)?)?
+                let x = b.upload(&values(rows * cols, 4, 8.0), rows, cols)?;
+                Box::new(move || b.softmax(&x))
             }
             Case::Silu { rows, cols } => {
-                b.silu(&b.upload(&values(rows * cols, 5, 4.0), rows, cols)?)?
+                let x = b.upload(&values(rows * cols, 5, 4.0), rows, cols)?;
+                Box::new(move || b.silu(&x))
             }
             Case::MatMul { m, n, k, dtype } => {
                 let bytes = weight_bytes(dtype, n, k, 6).map_err(other)?;
                 let w = b.load_weight(&HostWeight::new("w", dtype, &[n, k], &bytes)?)?;
-                b.matmul(&act(m, k, 7)?, &w)?
+                let x = act(m, k, 7)?;
+                Box::new(move || b.matmul(&x, &w))
             }
             Case::Embedding { vocab, dim, dtype } => {
                 let bytes = weight_bytes(dtype, vocab, dim, 8).map_err(other)?;
                 let table =
                     b.load_weight(&HostWeight::new("embd", dtype, &[vocab, dim], &bytes)?)?;
                 let last = vocab as u32 - 1;
-                b.embedding(&table, &[0, last, 1, last / 2, 0])?
+                Box::new(move || b.embedding(&table, &[0, last, 1, last / 2, 0]))
             }
-            Case::Add { rows, cols } => b.add(&act(rows, cols, 9)?, &act(rows, cols, 10)?)?,
-            Case::Mul { rows, cols } => b.mul(&act(rows, cols, 11)?, &act(rows, cols, 12)?)?,
+            Case::Add { rows, cols } => {
+                let (x, y) = (act(rows, cols, 9)?, act(rows, cols, 10)?);
+                Box::new(move || b.add(&x, &y))
+            }
+            Case::Mul { rows, cols } => {
+                let (x, y) = (act(rows, cols, 11)?, act(rows, cols, 12)?);
+                Box::new(move || b.mul(&x, &y))
+            }
             Case::SwiGlu { rows, cols } => {
-                b.swiglu(&act(rows, cols, 13)?, &act(rows, cols, 14)?)?
+                let (gate, up) = (act(rows, cols, 13)?, act(rows, cols, 14)?);
+                Box::new(move || b.swiglu(&gate, &up))
             }
             Case::AttentionScores { seq, pos0, shape } => {
                 let (q, cache) = attention_inputs(b, seq, pos0, shape)?;
-                b.attention_scores(&q, &cache, pos0, shape)?
+                Box::new(move || b.attention_scores(&q, &cache, pos0, shape))
             }
             Case::Attention { seq, pos0, shape } => {
                 let (q, cache) = attention_inputs(b, seq, pos0, shape)?;
-                b.attention(&q, &cache, pos0, shape)?
+                Box::new(move || b.attention(&q, &cache, pos0, shape))
             }
             Case::AttentionWeightedSum { seq, pos0, shape } => {
                 let (_, cache) = attention_inputs(b, seq, pos0, shape)?;
                 let probs = causal_probs(b, seq, pos0, shape)?;
-                b.attention_weighted_sum(&probs, &cache, pos0, shape)?
+                Box::new(move || b.attention_weighted_sum(&probs, &cache, pos0, shape))
             }
             Case::Rows {
                 rows,
                 cols,
                 start,
                 len,
-            } => b.rows(&act(rows, cols, 26)?, start, len)?,
+            } => {
+                let x = act(rows, cols, 26)?;
+                Box::new(move || b.rows(&x, start, len))
+            }
             Case::KvAppend { seq, pos0, shape } => {
                 let (q, cache) = attention_inputs(b, seq, pos0, shape)?;
-                read_back(b, &q, &cache, seq, pos0, shape)?
+                Box::new(move || read_back(b, &q, &cache, seq, pos0, shape))
             }
             Case::KvAppendBatch { seqs, shape } => {
                 let (q, caches, spans) = batch_appended(b, &seqs, shape, [40, 27, 28, 29])?;
-                let mut parts = Vec::new();
-                for (s, cache) in spans.iter().zip(&caches) {
-                    let q = b.rows(&q, s.start, s.len)?;
-                    parts.push(read_back(b, &q, cache, s.len, s.pos0, shape)?);
-                }
-                b.concat_rows(&parts.iter().collect::<Vec<_>>())?
+                Box::new(move || {
+                    let mut parts = Vec::new();
+                    for (s, cache) in spans.iter().zip(&caches) {
+                        let q = b.rows(&q, s.start, s.len)?;
+                        parts.push(read_back(b, &q, cache, s.len, s.pos0, shape)?);
+                    }
+                    b.concat_rows(&parts.iter().collect::<Vec<_>>())
+                })
             }
             Case::ConcatRows { rows, cols } => {
                 let parts = [
@@ -319,7 +334,7 @@ impl Case {
                     act(rows[1], cols, 19)?,
                     act(rows[2], cols, 20)?,
                 ];
-                b.concat_rows(&parts.iter().collect::<Vec<_>>())?
+                Box::new(move || b.concat_rows(&parts.iter().collect::<Vec<_>>()))
             }
             Case::RopeBatch {
                 seqs,
@@ -328,28 +343,37 @@ impl Case {
                 variant,
             } => {
                 let positions = seqs.iter().map(|(n, p)| n + p).max().unwrap_or(1);
-                let (cos, sin) = rope_tables(positions, head_dim, 10_000.0);
-                let cos = b.upload(&cos, positions, head_dim / 2)?;
-                let sin = b.upload(&sin, positions, head_dim / 2)?;
+                let (cos, sin) = rope_inputs(b, positions, head_dim)?;
                 let rows = seqs.iter().map(|(n, _)| n).sum();
-                b.rope_batch(
-                    &act(rows, heads * head_dim, 21)?,
-                    heads,
-                    head_dim,
-                    &spans(&seqs),
-                    &cos,
-                    &sin,
-                    variant,
-                )?
+                let x = act(rows, heads * head_dim, 21)?;
+                let spans = spans(&seqs);
+                Box::new(move || b.rope_batch(&x, heads, head_dim, &spans, &cos, &sin, variant))
             }
             Case::AttentionBatch { seqs, shape } => {
                 let (q, caches, spans) = batch_appended(b, &seqs, shape, [30, 22, 23, 24])?;
-                let refs: Vec<&B::KvCache> = caches.iter().collect();
-                b.attention_batch(&q, &refs, &spans, shape)?
+                Box::new(move || {
+                    let refs: Vec<&B::KvCache> = caches.iter().collect();
+                    b.attention_batch(&q, &refs, &spans, shape)
+                })
             }
-        };
-        b.download(&out)
+        })
     }
+}
+
+/// A prepared case: runs its op on `B`, on inputs already uploaded.
+pub type Call<'a, B> = Box<dyn Fn() -> Result<<B as Backend>::Tensor> + 'a>;
+
+/// cos/sin tables of `positions` positions for `rope_dim` rotated values
+/// (Llama-2's base), uploaded to `b`.
+fn rope_inputs<B: Backend>(
+    b: &B,
+    positions: usize,
+    rope_dim: usize,
+) -> Result<(B::Tensor, B::Tensor)> {
+    let (cos, sin) = rope_tables(positions, rope_dim, 10_000.0);
+    let cos = b.upload(&cos, positions, rope_dim / 2)?;
+    let sin = b.upload(&sin, positions, rope_dim / 2)?;
+    Ok((cos, sin))
 }
 
 fn other(e: String) -> rbees_core::BackendError {

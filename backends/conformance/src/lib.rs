@@ -51,6 +51,18 @@ impl ModelShape {
         self.dim / self.n_heads
     }
 
+    /// `(n, k)` of the feed-forward product a `dtype` weight is taken at:
+    /// ffn_up (`[ff, dim]`) where rows of `dim` are whole blocks, else
+    /// ffn_down (`[dim, ff]`): SmolLM2's 576 is not a multiple of the
+    /// K-quants' 256, so its K-quant files use them on ffn_down only.
+    pub fn ffn_matmul(&self, dtype: WeightDType) -> (usize, usize) {
+        if self.dim.is_multiple_of(dtype.block_size()) {
+            (self.ff, self.dim)
+        } else {
+            (self.dim, self.ff)
+        }
+    }
+
     fn attention(&self) -> AttentionShape {
         AttentionShape {
             n_heads: self.n_heads,
@@ -154,14 +166,7 @@ pub fn all_cases(options: &Options) -> Vec<Case> {
             continue;
         }
         for dtype in MATMUL_DTYPES {
-            // ffn_up ([ff, dim]) where rows of `dim` are whole blocks, else
-            // ffn_down ([dim, ff]): SmolLM2's 576 is not a multiple of the
-            // K-quants' 256, so its K-quant files use them on ffn_down only.
-            let (n, k) = if dim % dtype.block_size() == 0 {
-                (shape.ff, dim)
-            } else {
-                (dim, shape.ff)
-            };
+            let (n, k) = shape.ffn_matmul(dtype);
             for m in [1, 128] {
                 cases.push(Case::MatMul { m, n, k, dtype });
             }

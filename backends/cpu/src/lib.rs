@@ -26,8 +26,8 @@ pub mod types;
 mod weight;
 
 pub use backend::CpuBackend;
-pub use types::{supported_matmul_dtypes, unsupported_reason};
 pub use tensor::{CpuKvCache, CpuTensor};
+pub use types::{supported_matmul_dtypes, unsupported_reason};
 pub use weight::CpuWeight;
 
 use rbees_core::inventory;

@@ -6,6 +6,7 @@ use rbees_core::{
     checks, AttentionShape, Backend, BackendError, BackendOptions, BuiltInBackend, HostWeight, Op,
     Result, RopeVariant, Support, WeightDType,
 };
+use rbees_host_ops::dequant::undequantizable;
 
 use crate::attention::{self, NdarrayKvCache};
 use crate::elementwise;
@@ -130,12 +131,6 @@ impl NdarrayBackend {
     pub fn threads(&self) -> usize {
         self.pool.current_num_threads()
     }
-}
-
-/// Why candle-core cannot dequantise `dtype` (so neither can this backend), if it cannot.
-fn undequantizable(dtype: WeightDType) -> Option<String> {
-    (dtype == WeightDType::Q8K)
-        .then(|| format!("candle-core cannot dequantise {dtype} blocks (an activation-only type)"))
 }
 
 impl Backend for NdarrayBackend {
@@ -321,7 +316,7 @@ impl Backend for NdarrayBackend {
         shape: AttentionShape,
     ) -> Result<Array2<f32>> {
         checks::attention_scores(q.dim(), cache.keys.dim(), pos0, shape)?;
-        Ok(attention::scores(q.view(), cache.keys.view(), pos0, shape))
+        attention::scores(q, &cache.keys, pos0, shape)
     }
 
     fn attention_weighted_sum(
@@ -332,12 +327,7 @@ impl Backend for NdarrayBackend {
         shape: AttentionShape,
     ) -> Result<Array2<f32>> {
         let seq = checks::attention_weighted_sum(probs.dim(), cache.values.dim(), pos0, shape)?;
-        Ok(attention::weighted_sum(
-            probs.view(),
-            cache.values.view(),
-            seq,
-            shape,
-        ))
+        attention::weighted_sum(probs, &cache.values, seq, shape)
     }
 }
 

@@ -14,7 +14,6 @@
 
 mod attention;
 mod backend;
-mod dequant;
 mod elementwise;
 mod weight;
 

@@ -1,7 +1,7 @@
 use ndarray::{Array2, CowArray, Ix2};
 use rbees_core::{HostWeight, Result, WeightDType};
 
-use crate::dequant::dequantize_rows;
+use rbees_host_ops::dequant::dequantize_rows;
 
 /// A weight of the reference backend: a dense f32 matrix, or the GGUF
 /// blocks, dequantised on use a few rows at a time (see

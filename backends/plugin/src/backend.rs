@@ -12,9 +12,10 @@ use rbees_core::{
     checks, AttentionShape, Backend, BackendError, BackendOptions, HostWeight, Op, Result,
     RopeVariant, Support, WeightDType,
 };
+use rbees_host_ops::attention;
+use rbees_host_ops::dequant::{dequantize_rows, undequantizable};
 
 use crate::call::{checked, f32_mut};
-use crate::dequant::{can_convert, to_f32};
 use crate::glue;
 use crate::library::WeightPlan;
 use crate::tensor::{PluginKvCache, PluginTensor, PluginWeight, WeightData};
@@ -117,7 +118,7 @@ impl PluginBackend {
                 "plugin '{}' ({}) takes no {dtype} weights{}",
                 self.lib.name(),
                 self.lib.path().display(),
-                if can_convert(dtype) {
+                if undequantizable(dtype).is_none() {
                     ""
                 } else {
                     " (and the host cannot convert them to F32)"
@@ -208,7 +209,7 @@ impl Backend for PluginBackend {
             // host can dequantise row by row.
             Op::Embedding => match dtype.map(|d| self.effective_dtype(d)) {
                 Some(Err(why)) => Support::Unsupported(why),
-                Some(Ok(eff)) if eff != WeightDType::F32 && !can_convert(eff) => {
+                Some(Ok(eff)) if eff != WeightDType::F32 && undequantizable(eff).is_some() => {
                     Support::Unsupported(format!("the plugin host cannot read {eff} rows"))
                 }
                 _ => Support::Native,
@@ -256,7 +257,7 @@ impl Backend for PluginBackend {
         };
         let data = match self.lib.weight_plan(w.dtype) {
             WeightPlan::Native if w.dtype == WeightDType::F32 => {
-                WeightData::F32(to_f32(w.dtype, w.data, rows, cols)?)
+                WeightData::F32(dequantize_rows(w.dtype, w.data, rows, cols)?)
             }
             WeightPlan::Native => WeightData::Raw {
                 dtype: w.dtype,
@@ -264,7 +265,7 @@ impl Backend for PluginBackend {
             },
             WeightPlan::ConvertToF32 => {
                 self.note_conversion(w);
-                WeightData::F32(to_f32(w.dtype, w.data, rows, cols)?)
+                WeightData::F32(dequantize_rows(w.dtype, w.data, rows, cols)?)
             }
             WeightPlan::Unsupported => {
                 return Err(unsupported(
@@ -360,7 +361,7 @@ impl Backend for PluginBackend {
                 WeightData::Raw { dtype, bytes } => {
                     let row_bytes = bytes.len() / table.rows.max(1);
                     let row = &bytes[id * row_bytes..(id + 1) * row_bytes];
-                    out.extend(to_f32(*dtype, row, 1, dim)?);
+                    out.extend(dequantize_rows(*dtype, row, 1, dim)?);
                 }
             }
         }
@@ -434,7 +435,14 @@ impl Backend for PluginBackend {
         shape: AttentionShape,
     ) -> Result<PluginTensor> {
         checks::attention_scores(q.dims(), cache.dims(), pos0, shape)?;
-        let scores = glue::scores(&q.data, q.rows, cache, pos0, shape);
+        let scores = attention::scores(
+            &q.data,
+            q.rows,
+            &cache.keys,
+            pos0,
+            shape,
+            attention::dot_in_order,
+        );
         PluginTensor::new(scores, shape.n_heads * q.rows, pos0 + q.rows)
     }
 
@@ -446,7 +454,14 @@ impl Backend for PluginBackend {
         shape: AttentionShape,
     ) -> Result<PluginTensor> {
         let seq = checks::attention_weighted_sum(probs.dims(), cache.dims(), pos0, shape)?;
-        let out = glue::weighted_sum(&probs.data, probs.cols, seq, cache, shape);
+        let out = attention::weighted_sum(
+            &probs.data,
+            probs.cols,
+            seq,
+            &cache.values,
+            shape,
+            |p, v| Ok::<_, BackendError>(attention::product_by_rows(p, v, attention::axpy)),
+        )?;
         PluginTensor::new(out, seq, shape.n_heads * shape.head_dim)
     }
 }

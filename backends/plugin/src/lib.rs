@@ -18,7 +18,6 @@
 
 mod backend;
 mod call;
-mod dequant;
 mod discover;
 mod error;
 mod glue;

@@ -21,9 +21,9 @@ use rbees_core::plugin_abi::{
     SUPPORT_CONVERT_TO_F32, SUPPORT_NATIVE, SUPPORT_NO, TABLE_SIZE,
 };
 use rbees_core::{Op, WeightDType};
+use rbees_host_ops::dequant::undequantizable;
 
 use crate::call::ErrorStorage;
-use crate::dequant::can_convert;
 use crate::PluginError;
 
 /// The table's function pointers, checked non-null at load.
@@ -229,7 +229,7 @@ impl PluginLibrary {
         if native {
             WeightPlan::Native
         } else if self.answer(OP_MATMUL, Some(dtype)) == SUPPORT_CONVERT_TO_F32
-            && can_convert(dtype)
+            && undequantizable(dtype).is_none()
             && self.answer(OP_MATMUL, Some(WeightDType::F32)) == SUPPORT_NATIVE
         {
             WeightPlan::ConvertToF32

@@ -6,7 +6,10 @@
 //! batch of sequences is the same loop with each row's own cache and
 //! position, so a row's result does not depend on what else is in the batch.
 
+use std::convert::Infallible;
+
 use rbees_core::{AttentionShape, Result};
+use rbees_host_ops::attention as host;
 
 use super::elementwise::axpy;
 use super::softmax::softmax_in_place;
@@ -80,7 +83,8 @@ pub fn attention(
     Ok(out)
 }
 
-/// `[n_heads * seq, pos0 + seq]` scaled scores, `-inf` past each row's position.
+/// `[n_heads * seq, pos0 + seq]` scaled scores, `-inf` past each row's
+/// position: the shared layout with this backend's SIMD dot product.
 pub fn scores(
     k: &Kernels,
     q: &CpuTensor,
@@ -88,45 +92,28 @@ pub fn scores(
     pos0: usize,
     shape: AttentionShape,
 ) -> CpuTensor {
-    let (seq, hd) = (q.rows, shape.head_dim);
-    let total = pos0 + seq;
-    let group = shape.n_heads / shape.n_kv_heads;
-    let mut out = CpuTensor::new(
-        shape.n_heads * seq,
-        total,
-        vec![f32::NEG_INFINITY; shape.n_heads * seq * total],
-    );
-    for h in 0..shape.n_heads {
-        for i in 0..seq {
-            let qh = &q.row(i)[h * hd..(h + 1) * hd];
-            let row = &mut out.data[(h * seq + i) * total..][..total];
-            for (j, s) in row.iter_mut().enumerate().take(pos0 + i + 1) {
-                *s = shape.scale * (k.f32)(qh, head(&cache.keys, cache.width, j, h / group, hd));
-            }
-        }
-    }
-    out
+    let data = host::scores(&q.data, q.rows, &cache.keys, pos0, shape, k.f32);
+    CpuTensor::new(shape.n_heads * q.rows, pos0 + q.rows, data)
 }
 
-/// `probs` rows (`[n_heads * seq, pos0 + seq]`) times cached values.
+/// `probs` rows (`[n_heads * seq, pos0 + seq]`) times cached values: the
+/// shared layout, each head's rows accumulated with [`add_nonzero`].
 pub fn weighted_sum(
     probs: &CpuTensor,
     cache: &CpuKvCache,
     seq: usize,
     shape: AttentionShape,
 ) -> CpuTensor {
-    let hd = shape.head_dim;
-    let group = shape.n_heads / shape.n_kv_heads;
-    let mut out = CpuTensor::zeros(seq, shape.n_heads * hd);
-    for h in 0..shape.n_heads {
-        for i in 0..seq {
-            let o = &mut out.data[i * shape.n_heads * hd + h * hd..][..hd];
-            for (j, &p) in probs.row(h * seq + i).iter().enumerate() {
-                if p != 0.0 {
-                    axpy(o, p, head(&cache.values, cache.width, j, h / group, hd));
-                }
-            }
-        }
+    let (values, total) = (&cache.values, probs.cols);
+    let Ok(data) = host::weighted_sum(&probs.data, total, seq, values, shape, |p, v| {
+        Ok::<_, Infallible>(host::product_by_rows(p, v, add_nonzero))
+    });
+    CpuTensor::new(seq, shape.n_heads * shape.head_dim, data)
+}
+
+/// `o += p * v` with [`axpy`], skipping zero probabilities (the causal tail).
+fn add_nonzero(o: &mut [f32], p: f32, v: &[f32]) {
+    if p != 0.0 {
+        axpy(o, p, v);
     }
-    out
 }

@@ -204,6 +204,9 @@ mod tests {
     use super::*;
     use crate::quant::{quantize_row, QK};
 
+    /// A group product with the activation blocks' sums (unused but by Q4_0).
+    type GroupDot = fn(&[u8], &[BlockQ8], &[i32]) -> [f32; 8];
+
     /// Packs 16 rows of 3 blocks of deterministic bytes (`prepare` makes
     /// each block valid for its type), then checks that every row unpacks
     /// to its plain bytes and that the group product gives the plain rows'
@@ -212,11 +215,13 @@ mod tests {
         format: Format,
         prepare: fn(&mut [u8]),
         plain_dot: fn(&[u8], &[BlockQ8]) -> f32,
-        group_dot: fn(&[u8], &[BlockQ8], &[i32]) -> [f32; 8],
+        group_dot: GroupDot,
     ) {
         let (nb, rows) = (3, 16);
         let row_bytes = nb * format.block_bytes;
-        let mut data: Vec<u8> = (0..rows * row_bytes).map(|i| (i * 37 % 251) as u8).collect();
+        let mut data: Vec<u8> = (0..rows * row_bytes)
+            .map(|i| (i * 37 % 251) as u8)
+            .collect();
         data.chunks_exact_mut(format.block_bytes).for_each(prepare);
         let packed = pack(&data, rows, nb, format);
         let x: Vec<f32> = (0..nb * QK)
