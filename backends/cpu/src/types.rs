@@ -142,6 +142,46 @@ impl Interleave {
     }
 }
 
+/// The portable products of a 32-value block type, from its module's
+/// one-row `dot` (the multi-row kernels repeat it row by row).
+macro_rules! q8_products {
+    ($m:ident, $groups:expr) => {
+        Q8Products {
+            one: quant::$m::dot,
+            rows: |w, rb, x, out| rows_with(quant::$m::dot, w, rb, x, out),
+            four: |w, x| x.rows.map(|x| quant::$m::dot(w, x)),
+            eight: |w, x, y| eight_with(quant::$m::dot, w, x, y),
+            groups: $groups,
+        }
+    };
+}
+
+/// The portable products of a K-quant type, likewise.
+macro_rules! q8k_products {
+    ($m:ident, $groups:expr) => {
+        Q8KProducts {
+            one: quant::$m::dot,
+            rows: |w, rb, x, out| rows_with(quant::$m::dot, w, rb, x, out),
+            four: |w, x| x.map(|x| quant::$m::dot(w, x)),
+            groups: $groups,
+        }
+    };
+}
+
+/// The portable group kernels of an interleaved 32-value block type, from
+/// its `x8` group product.
+macro_rules! q8_groups {
+    ($m:ident, $dot_group:expr) => {
+        Some(Q8Groups {
+            rows: |w, x, sums, out| {
+                let group_bytes = x.len() * x8::group_block(quant::$m::BLOCK_BYTES);
+                each_group(w, group_bytes, out, |g| $dot_group(g, x, sums));
+            },
+            four: |g, x, sums| [0, 1, 2, 3].map(|r| $dot_group(g, x[r], sums[r])),
+        })
+    };
+}
+
 /// The portable table: every supported type, in the order `rbees backends`
 /// and error messages list them.
 pub(crate) const PORTABLE: [TypeKernels; 11] = [
@@ -163,111 +203,51 @@ pub(crate) const PORTABLE: [TypeKernels; 11] = [
     q8(
         WeightDType::Q4_0,
         quant::q4_0::dequantize,
-        Q8Products {
-            one: quant::q4_0::dot,
-            rows: |w, rb, x, out| rows_with(quant::q4_0::dot, w, rb, x, out),
-            four: |w, x| x.rows.map(|x| quant::q4_0::dot(w, x)),
-            eight: |w, x, y| eight_with(quant::q4_0::dot, w, x, y),
-            groups: Some(Q8Groups {
-                rows: |w, x, sums, out| {
-                    let group_bytes = x.len() * x8::group_block(quant::q4_0::BLOCK_BYTES);
-                    each_group(w, group_bytes, out, |g| x8::dot_group_q4_0(g, x, sums));
-                },
-                four: |g, x, sums| [0, 1, 2, 3].map(|r| x8::dot_group_q4_0(g, x[r], sums[r])),
-            }),
-        },
+        q8_products!(q4_0, q8_groups!(q4_0, x8::dot_group_q4_0)),
     ),
     q8(
         WeightDType::Q4_1,
         quant::q4_1::dequantize,
-        Q8Products {
-            one: quant::q4_1::dot,
-            rows: |w, rb, x, out| rows_with(quant::q4_1::dot, w, rb, x, out),
-            four: |w, x| x.rows.map(|x| quant::q4_1::dot(w, x)),
-            eight: |w, x, y| eight_with(quant::q4_1::dot, w, x, y),
-            groups: Some(Q8Groups {
-                rows: |w, x, _, out| {
-                    let group_bytes = x.len() * x8::group_block(quant::q4_1::BLOCK_BYTES);
-                    each_group(w, group_bytes, out, |g| x8::dot_group_q4_1(g, x));
-                },
-                four: |g, x, _| x.map(|x| x8::dot_group_q4_1(g, x)),
-            }),
-        },
+        q8_products!(q4_1, q8_groups!(q4_1, |g, x, _| x8::dot_group_q4_1(g, x))),
     ),
     q8(
         WeightDType::Q5_0,
         quant::q5_0::dequantize,
-        Q8Products {
-            one: quant::q5_0::dot,
-            rows: |w, rb, x, out| rows_with(quant::q5_0::dot, w, rb, x, out),
-            four: |w, x| x.rows.map(|x| quant::q5_0::dot(w, x)),
-            eight: |w, x, y| eight_with(quant::q5_0::dot, w, x, y),
-            groups: None,
-        },
+        q8_products!(q5_0, None),
     ),
     q8(
         WeightDType::Q5_1,
         quant::q5_1::dequantize,
-        Q8Products {
-            one: quant::q5_1::dot,
-            rows: |w, rb, x, out| rows_with(quant::q5_1::dot, w, rb, x, out),
-            four: |w, x| x.rows.map(|x| quant::q5_1::dot(w, x)),
-            eight: |w, x, y| eight_with(quant::q5_1::dot, w, x, y),
-            groups: None,
-        },
+        q8_products!(q5_1, None),
     ),
     q8(
         WeightDType::Q8_0,
         quant::q8_0::dequantize,
-        Q8Products {
-            one: quant::q8_0::dot,
-            rows: |w, rb, x, out| rows_with(quant::q8_0::dot, w, rb, x, out),
-            four: |w, x| x.rows.map(|x| quant::q8_0::dot(w, x)),
-            eight: |w, x, y| eight_with(quant::q8_0::dot, w, x, y),
-            groups: Some(Q8Groups {
-                rows: |w, x, _, out| {
-                    let group_bytes = x.len() * x8::group_block(quant::q8_0::BLOCK_BYTES);
-                    each_group(w, group_bytes, out, |g| x8::dot_group_q8_0(g, x));
-                },
-                four: |g, x, _| x.map(|x| x8::dot_group_q8_0(g, x)),
-            }),
-        },
+        q8_products!(q8_0, q8_groups!(q8_0, |g, x, _| x8::dot_group_q8_0(g, x))),
     ),
     q8k(
         WeightDType::Q4K,
         quant::q4_k::dequantize,
-        Q8KProducts {
-            one: quant::q4_k::dot,
-            rows: |w, rb, x, out| rows_with(quant::q4_k::dot, w, rb, x, out),
-            four: |w, x| x.map(|x| quant::q4_k::dot(w, x)),
-            groups: Some(Q8KGroups {
+        q8k_products!(
+            q4_k,
+            Some(Q8KGroups {
                 rows: |w, x, out| {
                     let group_bytes = x.len() * q4_kx8::GROUP_BLOCK;
                     each_group(w, group_bytes, out, |g| q4_kx8::dot_group(g, x));
                 },
                 four: |g, x| x.map(|x| q4_kx8::dot_group(g, x)),
-            }),
-        },
+            })
+        ),
     ),
     q8k(
         WeightDType::Q5K,
         quant::q5_k::dequantize,
-        Q8KProducts {
-            one: quant::q5_k::dot,
-            rows: |w, rb, x, out| rows_with(quant::q5_k::dot, w, rb, x, out),
-            four: |w, x| x.map(|x| quant::q5_k::dot(w, x)),
-            groups: None,
-        },
+        q8k_products!(q5_k, None),
     ),
     q8k(
         WeightDType::Q6K,
         quant::q6_k::dequantize,
-        Q8KProducts {
-            one: quant::q6_k::dot,
-            rows: |w, rb, x, out| rows_with(quant::q6_k::dot, w, rb, x, out),
-            four: |w, x| x.map(|x| quant::q6_k::dot(w, x)),
-            groups: None,
-        },
+        q8k_products!(q6_k, None),
     ),
 ];
 
