@@ -76,4 +76,7 @@ if [ $# -eq 0 ]; then
     # Every criterion bench once, in criterion's test mode: each op runs on
     # each backend at both shapes (about 1-2 minutes; timing needs `cargo bench`).
     cargo test -p rbees-benches --benches
+    # Every intra-doc link resolves, private items included: a renamed or
+    # removed type breaks the docs that name it here, not in a reader's hands.
+    RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --document-private-items
 fi

@@ -2,7 +2,7 @@
 //!
 //! The model is generic (`Llama<B>`); [`AnyModel`] is a boxed [`Engine`]
 //! over the concrete model type, so the backend is chosen once per call
-//! into the engine and never per op. [`linked_backends!`] is the list of
+//! into the engine and never per op. `linked_backends!` is the list of
 //! built-in backend types; the registry's descriptors name them.
 
 use std::ops::ControlFlow;

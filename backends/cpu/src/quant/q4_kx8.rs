@@ -1,5 +1,5 @@
 //! Q4_K weight rows interleaved in groups of eight for decode, like
-//! [`super::q4_0x8`]: one activation load serves eight rows, and the
+//! the 32-value types ([`super::x8`]): one activation load serves eight rows, and the
 //! rows' 6-bit scales and minimums are unpacked once at load.
 //!
 //! A group of 8 rows of `nb` super-blocks is `nb` group blocks of
