@@ -92,56 +92,75 @@ pub fn matmul(pool: &Pool, k: &Kernels, x: &CpuTensor, w: &CpuWeight) -> Result<
     let entry = k
         .of(w.dtype)
         .ok_or_else(|| BackendError::Other(format!("matmul: no kernel for {} weights", w.dtype)))?;
-    let kernel = Kernel::new(entry.products, w)?;
-    let acts = Acts::new(k, x, &kernel);
+    let plan = Plan::new(k, x, entry.products, w)?;
     // Built once per call, not once per weight row.
-    let fours = acts.fours();
+    let fours = plan.fours();
     let band = n.div_ceil(pool.threads() * TASKS_PER_THREAD).max(1);
     // Bands of interleaved weights hold whole groups of eight rows.
-    let band = if kernel.interleaved() {
+    let band = if plan.interleaved() {
         band.next_multiple_of(GROUP_ROWS)
     } else {
         band
     };
     let work = m.saturating_mul(n).saturating_mul(kd);
     let out = pool.collect_column_bands(m, n, band, work, |_, out| {
-        kernel.band(x, &acts, &fours, w.row_bytes, out)
+        plan.band(x, &fours, w.row_bytes, out)
     })?;
     Ok(CpuTensor::new(m, n, out))
 }
 
-/// A weight type's products paired with the layout of one weight.
-enum Kernel<'w> {
+/// A weight type's products paired with the layout of one weight and the
+/// activations rounded to what those products take (once per call, not
+/// once per band, as ggml does).
+enum Plan<'w> {
     F32(F32Dot, &'w [f32]),
     Half(HalfDot, &'w [u8]),
-    Q8Rows(Q8Products, &'w [u8]),
-    Q8Groups(Q8Groups, x8::Format, &'w [u8]),
-    Q8KRows(Q8KProducts, &'w [u8]),
-    /// The group kernels and the bytes of one group.
-    Q8KGroups(Q8KGroups, usize, &'w [u8]),
+    Q8Rows(Q8Products, &'w [u8], QuantActs),
+    /// With each activation row's block sums where the format needs them.
+    Q8Groups(Q8Groups, &'w [u8], QuantActs, Vec<i32>),
+    Q8KRows(Q8KProducts, &'w [u8], Q8KActs),
+    /// The group kernels, the bytes of one group and the activations.
+    Q8KGroups(Q8KGroups, usize, &'w [u8], Q8KActs),
 }
 
-impl<'w> Kernel<'w> {
-    /// The kernel for `w`'s layout; a layout its type's products do not
-    /// read is an error (`CpuWeight::from_host` never builds one).
-    fn new(products: Products, w: &'w CpuWeight) -> Result<Self> {
+impl<'w> Plan<'w> {
+    /// The plan for `w`'s layout; a layout its type's products do not read
+    /// is an error (`CpuWeight::from_host` never builds one).
+    fn new(k: &Kernels, x: &CpuTensor, products: Products, w: &'w CpuWeight) -> Result<Self> {
         Ok(match (products, w.layout.as_ref()) {
-            (Products::F32(dot), Layout::F32(values)) => Kernel::F32(dot, values),
-            (Products::Half(dot), Layout::Rows(bytes)) => Kernel::Half(dot, bytes),
-            (Products::Q8(p), Layout::Rows(bytes)) => Kernel::Q8Rows(p, bytes),
+            (Products::F32(dot), Layout::F32(values)) => Plan::F32(dot, values),
+            (Products::Half(dot), Layout::Rows(bytes)) => Plan::Half(dot, bytes),
+            (Products::Q8(p), Layout::Rows(bytes)) => {
+                Plan::Q8Rows(p, bytes, QuantActs::new(k, x, true))
+            }
             (
                 Products::Q8(Q8Products {
                     groups: Some(g), ..
                 }),
                 Layout::Interleaved(Interleave::X8(format), packed),
-            ) => Kernel::Q8Groups(g, *format, packed),
-            (Products::Q8K(p), Layout::Rows(bytes)) => Kernel::Q8KRows(p, bytes),
+            ) => {
+                let acts = QuantActs::new(k, x, false);
+                let sums = if format.block_sums {
+                    (0..x.dims().0)
+                        .flat_map(|i| x8::block_sums(acts.row(i)))
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                Plan::Q8Groups(g, packed, acts, sums)
+            }
+            (Products::Q8K(p), Layout::Rows(bytes)) => Plan::Q8KRows(p, bytes, Q8KActs::new(x)),
             (
                 Products::Q8K(Q8KProducts {
                     groups: Some(g), ..
                 }),
                 Layout::Interleaved(interleave @ Interleave::Q4K, packed),
-            ) => Kernel::Q8KGroups(g, interleave.group_bytes(w.cols, w.row_bytes), packed),
+            ) => Plan::Q8KGroups(
+                g,
+                interleave.group_bytes(w.cols, w.row_bytes),
+                packed,
+                Q8KActs::new(x),
+            ),
             _ => {
                 return Err(BackendError::Other(format!(
                     "matmul: {} weight stored in a layout its kernels do not read",
@@ -152,33 +171,34 @@ impl<'w> Kernel<'w> {
     }
 
     fn interleaved(&self) -> bool {
-        matches!(self, Kernel::Q8Groups(..) | Kernel::Q8KGroups(..))
+        matches!(self, Plan::Q8Groups(..) | Plan::Q8KGroups(..))
+    }
+
+    /// The four-row groups of the activations, for plain Q8 rows.
+    fn fours(&self) -> Vec<Q8x4<'_>> {
+        match self {
+            Plan::Q8Rows(_, _, acts) => (0..acts.groups.len()).map(|g| acts.group(g)).collect(),
+            _ => Vec::new(),
+        }
     }
 
     /// One band of weight rows against every activation row, into `out`.
-    fn band(
-        &self,
-        x: &CpuTensor,
-        acts: &Acts,
-        fours: &[Q8x4<'_>],
-        rb: usize,
-        out: &mut BandOut<'_>,
-    ) {
+    fn band(&self, x: &CpuTensor, fours: &[Q8x4<'_>], rb: usize, out: &mut BandOut<'_>) {
         let (m, kd) = x.dims();
         let (first, count) = (out.first(), out.count());
         let rows = |bytes: &'w [u8]| &bytes[first * rb..(first + count) * rb];
-        match *self {
-            Kernel::F32(dot, values) => {
+        match self {
+            Plan::F32(dot, values) => {
                 float_band(x, out, |r, xr| dot(&values[r * kd..(r + 1) * kd], xr))
             }
-            Kernel::Half(dot, bytes) => {
+            Plan::Half(dot, bytes) => {
                 float_band(x, out, |r, xr| dot(&bytes[r * rb..(r + 1) * rb], xr))
             }
-            Kernel::Q8Rows(p, bytes) => {
+            Plan::Q8Rows(p, bytes, acts) => {
                 let bytes = rows(bytes);
                 if m == 1 {
                     // Decode: the whole band in one kernel call.
-                    (p.rows)(bytes, rb, acts.q8_row(0), out.row(0));
+                    (p.rows)(bytes, rb, acts.row(0), out.row(0));
                     return;
                 }
                 let mut column = vec![0f32; m];
@@ -188,10 +208,10 @@ impl<'w> Kernel<'w> {
                     out.set_column(j, &column);
                 }
             }
-            Kernel::Q8Groups(g, format, packed) => {
+            Plan::Q8Groups(g, packed, acts, sums) => {
                 // Eight weight rows per activation load, one activation row
-                // (decode) or four at a time.
-                let sums_of = |i: usize| acts.block_sums(i, format);
+                // (decode) or four at a time. Formats without sums get none.
+                let sums_of = |i: usize| sums.get(i * acts.nb..(i + 1) * acts.nb).unwrap_or(&[]);
                 interleaved_rows(
                     rows(packed),
                     GROUP_ROWS * rb,
@@ -199,15 +219,15 @@ impl<'w> Kernel<'w> {
                     out,
                     |group, i| {
                         let r = [0, 1, 2, 3].map(|t| i + t);
-                        (g.four)(group, r.map(|r| acts.q8_row(r)), r.map(sums_of))
+                        (g.four)(group, r.map(|r| acts.row(r)), r.map(sums_of))
                     },
-                    |group, i, o| (g.rows)(group, acts.q8_row(i), sums_of(i), o),
+                    |group, i, o| (g.rows)(group, acts.row(i), sums_of(i), o),
                 );
             }
-            Kernel::Q8KRows(p, bytes) => {
+            Plan::Q8KRows(p, bytes, acts) => {
                 let bytes = rows(bytes);
                 if m == 1 {
-                    (p.rows)(bytes, rb, acts.q8k_row(0), out.row(0));
+                    (p.rows)(bytes, rb, acts.row(0), out.row(0));
                     return;
                 }
                 let mut column = vec![0f32; m];
@@ -217,28 +237,25 @@ impl<'w> Kernel<'w> {
                     // unpacked once for four), then one by one.
                     let mut four = column.chunks_exact_mut(4);
                     for (g, o4) in (&mut four).enumerate() {
-                        o4.copy_from_slice(&(p.four)(
-                            w,
-                            [0, 1, 2, 3].map(|t| acts.q8k_row(4 * g + t)),
-                        ));
+                        o4.copy_from_slice(&(p.four)(w, [0, 1, 2, 3].map(|t| acts.row(4 * g + t))));
                     }
                     let done = m - four.into_remainder().len();
                     for (i, v) in column.iter_mut().enumerate().skip(done) {
-                        *v = (p.one)(w, acts.q8k_row(i));
+                        *v = (p.one)(w, acts.row(i));
                     }
                     out.set_column(j, &column);
                 }
             }
-            Kernel::Q8KGroups(g, group_bytes, packed) => {
+            Plan::Q8KGroups(g, group_bytes, packed, acts) => {
                 let groups =
                     &packed[first / GROUP_ROWS * group_bytes..][..count / GROUP_ROWS * group_bytes];
                 interleaved_rows(
                     groups,
-                    group_bytes,
+                    *group_bytes,
                     m,
                     out,
-                    |group, i| (g.four)(group, [0, 1, 2, 3].map(|t| acts.q8k_row(i + t))),
-                    |group, i, o| (g.rows)(group, acts.q8k_row(i), o),
+                    |group, i| (g.four)(group, [0, 1, 2, 3].map(|t| acts.row(i + t))),
+                    |group, i, o| (g.rows)(group, acts.row(i), o),
                 );
             }
         }
@@ -258,83 +275,27 @@ fn float_band(x: &CpuTensor, out: &mut BandOut<'_>, dot: impl Fn(usize, &[f32]) 
     }
 }
 
-/// The activations in the type a kernel takes, rounded once per call (not
-/// once per band), as ggml does.
-enum Acts {
-    /// Float kernels read the f32 activations as they are.
-    F32,
-    Q8 {
-        acts: QuantActs,
-        /// Each row's block sums, for formats that need them.
-        sums: Vec<i32>,
-    },
-    Q8K {
-        q: Vec<BlockQ8K>,
-        nb: usize,
-    },
+/// Activations rounded to Q8_K for the K-quants: `m` rows of `nb` blocks.
+struct Q8KActs {
+    q: Vec<BlockQ8K>,
+    nb: usize,
 }
 
-impl Acts {
-    fn new(k: &Kernels, x: &CpuTensor, kernel: &Kernel<'_>) -> Self {
+impl Q8KActs {
+    fn new(x: &CpuTensor) -> Self {
         let (m, kd) = x.dims();
-        match kernel {
-            Kernel::F32(..) | Kernel::Half(..) => Acts::F32,
-            Kernel::Q8Rows(..) => Acts::Q8 {
-                acts: QuantActs::new(k, x, true),
-                sums: Vec::new(),
-            },
-            Kernel::Q8Groups(_, format, _) => {
-                let acts = QuantActs::new(k, x, false);
-                let sums = if format.block_sums {
-                    (0..m).flat_map(|i| x8::block_sums(acts.row(i))).collect()
-                } else {
-                    Vec::new()
-                };
-                Acts::Q8 { acts, sums }
-            }
-            Kernel::Q8KRows(..) | Kernel::Q8KGroups(..) => {
-                let nb = kd / QK_K;
-                let mut q = vec![BlockQ8K::default(); m * nb];
-                if nb > 0 {
-                    for (xr, qr) in x.data.chunks_exact(kd).zip(q.chunks_exact_mut(nb)) {
-                        q8_k::quantize_row(xr, qr);
-                    }
-                }
-                Acts::Q8K { q, nb }
+        let nb = kd / QK_K;
+        let mut q = vec![BlockQ8K::default(); m * nb];
+        if nb > 0 {
+            for (xr, qr) in x.data.chunks_exact(kd).zip(q.chunks_exact_mut(nb)) {
+                q8_k::quantize_row(xr, qr);
             }
         }
+        Q8KActs { q, nb }
     }
 
-    /// The four-row groups of Q8 activations (plain rows only).
-    fn fours(&self) -> Vec<Q8x4<'_>> {
-        match self {
-            Acts::Q8 { acts, .. } => (0..acts.groups.len()).map(|g| acts.group(g)).collect(),
-            _ => Vec::new(),
-        }
-    }
-
-    fn q8_row(&self, i: usize) -> &[BlockQ8] {
-        match self {
-            Acts::Q8 { acts, .. } => acts.row(i),
-            _ => &[],
-        }
-    }
-
-    fn q8k_row(&self, i: usize) -> &[BlockQ8K] {
-        match self {
-            Acts::Q8K { q, nb } => &q[i * nb..(i + 1) * nb],
-            _ => &[],
-        }
-    }
-
-    /// Row `i`'s block sums where `format` needs them, else nothing.
-    fn block_sums(&self, i: usize, format: x8::Format) -> &[i32] {
-        match self {
-            Acts::Q8 { acts, sums } if format.block_sums => {
-                sums.get(i * acts.nb..(i + 1) * acts.nb).unwrap_or(&[])
-            }
-            _ => &[],
-        }
+    fn row(&self, i: usize) -> &[BlockQ8K] {
+        &self.q[i * self.nb..(i + 1) * self.nb]
     }
 }
 
@@ -383,7 +344,7 @@ fn interleaved_rows(
 
 /// One weight row against every activation row: eight rows per call (two
 /// groups) while eight are left, then a group of four, then one by one.
-fn q8_row(w: &[u8], acts: &Acts, fours: &[Q8x4<'_>], out: &mut [f32], p: Q8Products) {
+fn q8_row(w: &[u8], acts: &QuantActs, fours: &[Q8x4<'_>], out: &mut [f32], p: &Q8Products) {
     let mut pairs = fours.chunks_exact(2);
     for (pair, o) in (&mut pairs).zip(out.chunks_exact_mut(8)) {
         o.copy_from_slice(&(p.eight)(w, &pair[0], &pair[1]));
@@ -393,6 +354,6 @@ fn q8_row(w: &[u8], acts: &Acts, fours: &[Q8x4<'_>], out: &mut [f32], p: Q8Produ
         out[4 * g..4 * g + 4].copy_from_slice(&(p.four)(w, last));
     }
     for (i, o) in out.iter_mut().enumerate().skip(4 * fours.len()) {
-        *o = (p.one)(w, acts.q8_row(i));
+        *o = (p.one)(w, acts.row(i));
     }
 }
