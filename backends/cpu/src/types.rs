@@ -21,8 +21,6 @@ use crate::simd::{
 #[derive(Clone, Copy)]
 pub struct TypeKernels {
     pub dtype: WeightDType,
-    /// Values per block (1 for float types).
-    pub block_values: usize,
     /// One row of blocks (exactly that row's bytes) to f32.
     pub dequantize: fn(&[u8], &mut [f32]),
     /// How matrices of whole groups of eight rows are interleaved at load,
@@ -256,7 +254,6 @@ type Dequantize = fn(&[u8], &mut [f32]);
 const fn float(dtype: WeightDType, dequantize: Dequantize, products: Products) -> TypeKernels {
     TypeKernels {
         dtype,
-        block_values: 1,
         dequantize,
         interleave: None,
         products,
@@ -270,7 +267,6 @@ const fn q8(dtype: WeightDType, dequantize: Dequantize, p: Q8Products) -> TypeKe
     };
     TypeKernels {
         dtype,
-        block_values: QK,
         dequantize,
         interleave,
         products: Products::Q8(p),
@@ -284,7 +280,6 @@ const fn q8k(dtype: WeightDType, dequantize: Dequantize, p: Q8KProducts) -> Type
     };
     TypeKernels {
         dtype,
-        block_values: QK_K,
         dequantize,
         interleave,
         products: Products::Q8K(p),
@@ -379,7 +374,6 @@ mod tests {
                 "{} twice",
                 t.dtype
             );
-            assert_eq!(t.block_values, t.dtype.block_size(), "{}", t.dtype);
         }
         for dtype in WeightDType::ALL {
             match unsupported_reason(dtype) {
