@@ -10,13 +10,20 @@
 #      cuda-kernels, and `rbees bench` of candle vs cuda-kernels (pp512/tg64);
 #   5. Llama-2-7B-shaped random models (Q4_0, Q8_0): the same bench;
 #   6. batched decoding (continuous batching) at the SmolLM2 shape: `rbees
-#      bench --parallel 1,8,32` of candle vs cuda-kernels.
+#      bench --parallel 1,8,32` of candle vs cuda-kernels;
+#   7. the cuda-kernels device checks (rbees-cuda-device-check, from
+#      backends/cuda/src/bin, built by gpu-stage.sh): non-finite keys and
+#      values at masked attention positions, F16/BF16 weights kept 16-bit
+#      (mat-vec, widened bands, embeddings), and the load-time memory check
+#      with memory idle in the pool (it fills the device for a moment);
+#      then greedy runs of F16 and BF16 SmolLM2-shaped models. Its two
+#      parts run after steps 2 and 3.
 # STEPS="1 2 3" runs a subset: steps 1-3 and 4-5 each fit one 600 s device
-# call; step 6 fits beside steps 1-3.
+# call; step 6 fits beside steps 1-3, step 7 beside step 6.
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 OUT=${OUT:-$HERE/gpu-logs}
-STEPS=${STEPS:-1 2 3 4 5}
+STEPS=${STEPS:-1 2 3 4 5 7}
 WORK=${WORK:-/tmp/rbees-gpu}
 mkdir -p "$OUT" "$WORK"
 # Find the CUDA libraries once (the finder prints to stdout, which would
@@ -55,6 +62,18 @@ step 1 30 backends.log backends
 step 2 200 conformance-candle-cuda.log run conformance --backend candle --device cuda:0
 step 2 200 conformance-cuda-kernels.log run conformance --backend cuda-kernels --device cuda:0
 
+# rbees-cuda-device-check (built by gpu-stage.sh next to rbees): one line
+# per check, exit 1 on any failure or without a device.
+device_checks() {
+    [ -f "$HERE/rbees-cuda-device-check.gz" ] ||
+        { echo "no rbees-cuda-device-check.gz: rerun scripts/gpu-stage.sh"; return 1; }
+    gunzip -c "$HERE/rbees-cuda-device-check.gz" > "$WORK/rbees-cuda-device-check" &&
+        chmod +x "$WORK/rbees-cuda-device-check" &&
+        LD_LIBRARY_PATH="$LIBS" "$WORK/rbees-cuda-device-check" cuda:0
+}
+export -f device_checks
+step 7 120 device-checks-cuda-kernels.log device_checks
+
 # greedy MODEL NAME TOKENS BACKEND:DEVICE...: a greedy run (ids) and a
 # one-token run (the prompt's logits) per target, as JSON; compared here
 # afterwards by scripts/gpu-compare.py.
@@ -79,6 +98,23 @@ tiny_greedy() {
 }
 export -f greedy tiny_greedy
 step 3 150 generate-tiny.log tiny_greedy
+
+# Step 7, end to end: SmolLM2-shaped F16 and BF16 models (16-bit embedding
+# lookups and products, decode and prompt rows on the mat-vec kernel),
+# greedy on ndarray-cpu, candle-cpu and cuda-kernels. gpu-compare.py holds
+# models not named *f32 to the quantised limits (5e-4, ids against
+# candle-cpu, which widens these weights to f32 as ndarray does); the device
+# checks hold the products themselves to 1e-9.
+float16_greedy() {
+    for t in F16 BF16; do
+        model="$WORK/smollm2-135m-$t.gguf"
+        run synth --shape smollm2-135m --qtype "$t" --out "$model"
+        greedy "$model" "smollm2-$t" 8 ndarray:cpu candle:cpu cuda-kernels:cuda:0
+        rm -f "$model"
+    done
+}
+export -f float16_greedy
+step 7 200 float16-greedy.log float16_greedy
 
 smollm2() {
     for q in Q4_0 Q4_1; do

@@ -202,6 +202,7 @@ impl Backend for CudaKernelsBackend {
         }
         let y = match &w.storage {
             Storage::Dense(d) => self.dense_matmul(x, d, n)?,
+            Storage::Float16(h) => self.float16_matmul(x, h, w.dtype, n)?,
             Storage::Blocks(b) => self.quantized_matmul(x, b, w.dtype, n)?,
         };
         Ok(self.tensor(y, x.rows, n))

@@ -26,6 +26,16 @@ pub struct QuantKernels {
     pub get_rows: CudaFunction,
 }
 
+/// Kernels for F16 or BF16 weights (kept in their type on the device).
+pub struct Float16Kernels {
+    /// `rbees_matvec_<t>`: up to 8 activation rows times the 16-bit weight.
+    pub mat_vec: CudaFunction,
+    /// `rbees_widen_<t>`: weight rows widened to f32 for cuBLAS (more rows).
+    pub widen: CudaFunction,
+    /// candle-kernels' `get_rows_<t>`: embedding rows widened to f32.
+    pub get_rows: CudaFunction,
+}
+
 pub struct Kernels {
     pub rms_norm: CudaFunction,
     pub softmax: CudaFunction,
@@ -39,6 +49,8 @@ pub struct Kernels {
     pub attention_weighted_sum: CudaFunction,
     pub attention: CudaFunction,
     pub swiglu: CudaFunction,
+    pub f16: Float16Kernels,
+    pub bf16: Float16Kernels,
     pub quantized: HashMap<WeightDType, QuantKernels>,
 }
 
@@ -77,6 +89,13 @@ impl Kernels {
                 },
             );
         }
+        let float16 = |t: &str| -> Result<Float16Kernels, String> {
+            Ok(Float16Kernels {
+                mat_vec: function(&ours, &format!("rbees_matvec_{t}"))?,
+                widen: function(&ours, &format!("rbees_widen_{t}"))?,
+                get_rows: function(&quantized, &format!("get_rows_{t}"))?,
+            })
+        };
         Ok(Kernels {
             rms_norm: function(&reduce, "rmsnorm_f32")?,
             softmax: function(&reduce, "softmax_f32")?,
@@ -90,8 +109,24 @@ impl Kernels {
             attention_weighted_sum: function(&ours, "rbees_attention_weighted_sum_f32")?,
             attention: function(&ours, "rbees_attention_f32")?,
             swiglu: function(&ours, "rbees_swiglu_f32")?,
+            f16: float16("f16")?,
+            bf16: float16("bf16")?,
             quantized: per_type,
         })
+    }
+
+    /// The kernels of F16 or BF16 weights, for `op`.
+    pub fn float16(&self, dtype: WeightDType, op: Op) -> rbees_core::Result<&Float16Kernels> {
+        match dtype {
+            WeightDType::F16 => Ok(&self.f16),
+            WeightDType::BF16 => Ok(&self.bf16),
+            _ => Err(BackendError::Unsupported {
+                backend: NAME.into(),
+                op,
+                dtype,
+                reason: "not a 16-bit float type".into(),
+            }),
+        }
     }
 
     /// The kernels of a quantised type, for `op`.

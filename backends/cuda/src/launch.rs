@@ -8,6 +8,8 @@ use crate::weight_types::QuantType;
 
 /// Threads per block of the fused attention kernel (4 warps: one key per warp at a time).
 const ATTENTION_THREADS: u32 = 128;
+/// Warps per block of the F16/BF16 mat-vec kernel (one weight row per warp).
+const MATVEC_16_WARPS: usize = 4;
 /// Threads per block of `quantize_q8_1` (candle's `CUDA_QUANTIZE_BLOCK_SIZE`).
 const QUANTIZE_THREADS: usize = 256;
 /// The largest grid y (and z) the hardware launches.
@@ -97,6 +99,16 @@ pub fn mat_vec(m: usize, n: usize) -> LaunchConfig {
         _ => (n.div_ceil(2), 2),
     };
     config((blocks_x as u32, 1, 1), (32, warps, 1))
+}
+
+/// `rbees_matvec_{f16,bf16}` over `n` weight rows (at least one): one warp
+/// per row. `n` fits an i32 (checked by `float16::product`), so the grid
+/// fits the hardware's 2^31 - 1 blocks.
+pub fn matvec_16(n: usize) -> LaunchConfig {
+    config(
+        (n.div_ceil(MATVEC_16_WARPS).max(1) as u32, 1, 1),
+        ((MATVEC_16_WARPS * 32) as u32, 1, 1),
+    )
 }
 
 /// `mul_mat_<t>`: one block per tile of `mmq_y` weight rows by `mmq_x` activation rows.

@@ -6,16 +6,21 @@
 //! * candle-kernels' PTX: `rmsnorm_f32`, `softmax_f32` (reduce), `usilu_f32`
 //!   (unary), `badd_f32`/`bmul_f32` (binary), `quantize_q8_1`,
 //!   `mul_mat_vec_*_q8_1_cuda{1..8}`, `mul_mat_*` and `get_rows_*` (quantized);
-//! * cuBLAS (through cudarc) for products with F32/F16/BF16 weights;
+//! * cuBLAS (through cudarc) for products with F32 weights, and with
+//!   F16/BF16 weights past 8 activation rows;
 //! * ours, in `kernels/rbees.cu` (compiled to PTX by nvcc at build time):
 //!   RoPE over the token-major layout with a position offset, causal
 //!   grouped-query attention (fused, and scores / weighted sum for the
-//!   unfused path), and a fused SwiGLU.
+//!   unfused path), a fused SwiGLU, and the F16/BF16 weight mat-vec and
+//!   widening kernels.
 //!
 //! Precision: quantised products round the activations to Q8_1 first (as
-//! candle's and llama.cpp's CUDA paths do); F16/BF16 weights are widened to
-//! f32 once at load and multiplied in f32 by cuBLAS (no TF32); norms,
-//! softmax and attention run in f32.
+//! candle's and llama.cpp's CUDA paths do); F16/BF16 weight matrices stay
+//! 16-bit on the device and are widened to f32 value by value inside the
+//! product, with f32 activations and f32 sums (our mat-vec kernel up to 8
+//! rows, cuBLAS `Sgemm` on widened bands above, no TF32), exactly as if
+//! widened at load; F32 weights go to cuBLAS as they are; norms, softmax
+//! and attention run in f32.
 //!
 //! Without the `cuda` feature this crate only registers the backend, as not
 //! usable ("built without CUDA"), so the default build needs no CUDA.
@@ -25,6 +30,16 @@ mod device;
 /// The `Backend` trait impl: shape checks and kernel launches per op.
 #[cfg(feature = "cuda")]
 mod backend;
+/// The load-time memory checks' arithmetic (driver free memory plus the
+/// pool's idle bytes). Host-only, tested without CUDA like `index`.
+#[cfg(any(feature = "cuda", test))]
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+mod budget;
+/// F16/BF16 weight matrices: which product path runs, and their values.
+/// Host-only, tested without CUDA like `index`.
+#[cfg(any(feature = "cuda", test))]
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+mod float16;
 /// Kernel-index range checks (`int` arguments, quantised product shapes).
 /// Host-only, so its tests also run in builds without CUDA (the feature's
 /// test binary needs the driver library just to start).

@@ -1,5 +1,6 @@
-//! Row lookups in a weight, dequantised to f32: embeddings, and quantised
-//! vectors (norm weights) widened once at load.
+//! Row lookups in a weight, dequantised or widened to f32: embeddings
+//! (F32, F16/BF16 and quantised tables), and quantised vectors (norm
+//! weights) widened once at load.
 
 use cudarc::driver::{CudaSlice, PushKernelArg};
 use rbees_core::{Op, Result};
@@ -25,6 +26,13 @@ impl CudaKernelsBackend {
                 launch::get_rows_f32(ids.len(), cols),
                 cols * 4,
             ),
+            // F16/BF16 tables: candle's `get_rows_f16`/`get_rows_bf16` take
+            // the f32 one's arguments and launch (rows of `cols` values).
+            Storage::Float16(_) => (
+                &self.kernels.float16(w.dtype, Op::Embedding)?.get_rows,
+                launch::get_rows_f32(ids.len(), cols),
+                cols * 2,
+            ),
             Storage::Blocks(_) => (
                 &self.kernels.quant(w.dtype, Op::Embedding)?.get_rows,
                 launch::get_rows_quantized(ids.len(), cols, w.dtype)?,
@@ -34,6 +42,7 @@ impl CudaKernelsBackend {
         let mut launch = self.stream.launch_builder(func);
         match &w.storage {
             Storage::Dense(d) => launch.arg(d),
+            Storage::Float16(h) => launch.arg(h),
             Storage::Blocks(b) => launch.arg(b),
         };
         launch

@@ -4,8 +4,10 @@
 use std::sync::OnceLock;
 
 use cudarc::driver::{CudaContext, CudaSlice};
-use rbees_core::{checks, BackendError, HostWeight, Result};
+use rbees_core::{checks, BackendError, HostWeight, Result, WeightDType};
 
+use crate::budget::DeviceMemory;
+use crate::float16;
 use crate::setup::{cuda_err, CudaKernelsBackend};
 use crate::weight::{float_values, padding_bytes, CudaWeight, Storage};
 
@@ -34,10 +36,19 @@ impl CudaKvCache {
     }
 }
 
+/// The pool this backend's allocations come from: `cuMemAllocAsync` on our
+/// stream takes from the device's current pool.
+unsafe fn current_pool(
+    ctx: &CudaContext,
+) -> std::result::Result<cudarc::driver::sys::CUmemoryPool, cudarc::driver::DriverError> {
+    cudarc::driver::result::device::get_mem_pool(ctx.cu_device())
+}
+
 /// Every op allocates its output from the stream-ordered pool; by default
 /// the pool hands freed memory back to the driver at each synchronisation
 /// (threshold 0), so every token would allocate afresh. Keeping it pooled
-/// turns a decode step's allocations into reuse.
+/// turns a decode step's allocations into reuse. The load-time checks
+/// account for what the pool keeps (see [`CudaKernelsBackend::load_memory`]).
 pub(crate) fn keep_freed_memory_pooled(
     ctx: &CudaContext,
 ) -> std::result::Result<(), cudarc::driver::DriverError> {
@@ -47,7 +58,7 @@ pub(crate) fn keep_freed_memory_pooled(
     }
     let mut threshold = u64::MAX;
     unsafe {
-        let pool = result::device::get_default_mem_pool(ctx.cu_device())?;
+        let pool = current_pool(ctx)?;
         result::mem_pool::set_attribute(
             pool,
             sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
@@ -62,10 +73,52 @@ impl CudaKernelsBackend {
         self.ctx.mem_get_info().map_err(cuda_err("memory"))
     }
 
-    /// Device memory in use (by any process), in bytes; None when the driver cannot say.
+    /// Device memory in use (by any process), in bytes, as the driver counts
+    /// it: what our pool keeps idle is included, since no other process can
+    /// have it. None when the driver cannot say.
     pub(crate) fn used_bytes(&self) -> Option<u64> {
         let (free, total) = self.memory().ok()?;
         Some(total.saturating_sub(free) as u64)
+    }
+
+    /// Device memory for a load-time check (see [`crate::budget`]). First
+    /// every queued free is waited for (the pool cannot release memory whose
+    /// asynchronous free it has not seen complete) and the pool is trimmed,
+    /// handing its idle memory back to the driver: a weight is one
+    /// allocation, which fresh memory from the driver can always hold but
+    /// the pool's idle ranges, scattered between live allocations, may not.
+    /// What trimming cannot release (idle ranges inside chunks that still
+    /// hold live allocations) serves allocations that fit it, so it counts
+    /// as available too.
+    pub(crate) fn load_memory(&self) -> Result<DeviceMemory> {
+        use cudarc::driver::{result, sys::CUmemPool_attribute as Attr};
+        let err = cuda_err("memory");
+        let (mut pool_reserved, mut pool_used) = (0u64, 0u64);
+        if self.ctx.has_async_alloc() {
+            self.ctx.synchronize().map_err(&err)?;
+            unsafe {
+                let pool = current_pool(&self.ctx).map_err(&err)?;
+                result::mem_pool::trim_to(pool, 0).map_err(&err)?;
+                // Both attributes are cuuint64_t.
+                for (attr, value) in [
+                    (
+                        Attr::CU_MEMPOOL_ATTR_RESERVED_MEM_CURRENT,
+                        &mut pool_reserved,
+                    ),
+                    (Attr::CU_MEMPOOL_ATTR_USED_MEM_CURRENT, &mut pool_used),
+                ] {
+                    result::mem_pool::get_attribute(pool, attr, (value as *mut u64).cast())
+                        .map_err(&err)?;
+                }
+            }
+        }
+        let (free, total) = self.memory()?;
+        Ok(DeviceMemory {
+            driver_free: free as u64,
+            total: total as u64,
+            pool_reserved,
+            pool_used,
+        })
     }
 
     pub(crate) fn alloc(&self, op: &'static str, len: usize) -> Result<CudaSlice<f32>> {
@@ -104,23 +157,19 @@ impl CudaKernelsBackend {
         Ok(out)
     }
 
-    /// Refuses a weight that does not fit the free device memory, saying how much it needs.
+    /// Refuses a weight that does not fit the device memory still
+    /// available, saying how much it needs and how much there is.
     fn reserve(&self, name: &str, bytes: usize) -> Result<()> {
-        let (free, total) = self.memory()?;
-        if bytes > free {
-            let mib = |b: usize| b as f64 / (1 << 20) as f64;
-            return Err(BackendError::Weight {
+        match self
+            .load_memory()?
+            .shortfall(bytes as u64, &self.device_name)
+        {
+            Some(detail) => Err(BackendError::Weight {
                 name: name.to_string(),
-                detail: format!(
-                    "needs {:.1} MiB of device memory but {} has {:.1} MiB free of {:.1} MiB",
-                    mib(bytes),
-                    self.device_name,
-                    mib(free),
-                    mib(total)
-                ),
-            });
+                detail,
+            }),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     fn upload_blocks(&self, w: &HostWeight<'_>) -> Result<CudaSlice<u8>> {
@@ -137,10 +186,25 @@ impl CudaKernelsBackend {
     }
 
     /// A validated weight of a supported type in device memory: quantised
-    /// matrices as their blocks, everything else as f32.
+    /// matrices as their blocks, F16/BF16 matrices as their 16-bit values
+    /// (half the memory and the bytes read per token of f32), everything
+    /// else as f32.
     pub(crate) fn upload_weight(&self, w: &HostWeight<'_>) -> Result<CudaWeight> {
         let (rows, cols) = w.rows_cols();
-        let storage = if w.dtype.is_quantized() {
+        let float16_matrix =
+            w.shape.len() == 2 && matches!(w.dtype, WeightDType::F16 | WeightDType::BF16);
+        let storage = if float16_matrix {
+            let mut values = float16::values(w.data);
+            self.reserve(w.name, values.len() * 2)?;
+            if values.is_empty() {
+                values.push(0); // a buffer is never empty (see `alloc`)
+            }
+            let data = self
+                .stream
+                .clone_htod(&values)
+                .map_err(cuda_err("load_weight"))?;
+            Storage::Float16(data)
+        } else if w.dtype.is_quantized() {
             let blocks = self.upload_blocks(w)?;
             if w.shape.len() == 1 {
                 // Vectors (norm weights) are read as f32 by the kernels.
@@ -155,6 +219,8 @@ impl CudaKernelsBackend {
                 Storage::Blocks(blocks)
             }
         } else {
+            // F32 weights, and F16/BF16 vectors (norm weights: read as f32
+            // by the kernels, and small).
             let values = float_values(w)?;
             self.reserve(w.name, values.len() * 4)?;
             let data = if values.is_empty() {
@@ -190,14 +256,15 @@ impl CudaKernelsBackend {
             )));
         }
         let values = capacity * width;
+        // Keys and values; no overflow: both sizes are bounded by the
+        // shared-memory check above.
         let bytes = 2 * values * 4;
-        let (free, _) = self.memory()?;
-        if bytes > free {
+        if let Some(detail) = self
+            .load_memory()?
+            .shortfall(bytes as u64, &self.device_name)
+        {
             return Err(BackendError::Other(format!(
-                "the KV cache needs {} MiB of device memory per layer; {} has {} MiB free",
-                bytes >> 20,
-                self.device_name,
-                free >> 20
+                "the KV cache of one layer (keys and values, {capacity} positions × {width}) {detail}"
             )));
         }
         let zeros = || {

@@ -1,5 +1,7 @@
-//! Weights in device memory: float types as dense f32 (for cuBLAS), quantised
-//! types in their GGUF blocks (for candle-kernels' products).
+//! Weights in device memory: F32 as dense f32 (for cuBLAS), F16/BF16
+//! matrices in their 16-bit type (for our kernels, see `float16`), quantised
+//! types in their GGUF blocks (for candle-kernels' products); every vector
+//! (norm weights) as f32, which is what the kernels reading them take.
 
 use cudarc::driver::CudaSlice;
 use rbees_core::{BackendError, HostWeight, Result, WeightDType};
@@ -7,8 +9,10 @@ use rbees_core::{BackendError, HostWeight, Result, WeightDType};
 use crate::index::MATRIX_ROW_PADDING;
 
 pub enum Storage {
-    /// Row-major f32 (F32, F16 and BF16 weights, and every vector).
+    /// Row-major f32 (F32 weights, and every vector).
     Dense(CudaSlice<f32>),
+    /// Row-major 16-bit values of an F16 or BF16 matrix (the weight's dtype says which).
+    Float16(CudaSlice<u16>),
     /// GGUF blocks, row-major, followed by [`MATRIX_ROW_PADDING`] values of zeros.
     Blocks(CudaSlice<u8>),
 }
@@ -25,7 +29,8 @@ pub fn padding_bytes(dtype: WeightDType) -> usize {
     dtype.storage_bytes(MATRIX_ROW_PADDING).unwrap_or(0)
 }
 
-/// F32, F16 and BF16 data widened to f32 on the host (little-endian, as GGUF stores it).
+/// F32, F16 and BF16 data widened to f32 on the host (little-endian, as GGUF
+/// stores it): F32 weights, and F16/BF16 vectors.
 pub fn float_values(w: &HostWeight<'_>) -> Result<Vec<f32>> {
     let values = match w.dtype {
         WeightDType::F32 => w

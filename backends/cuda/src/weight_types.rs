@@ -24,8 +24,10 @@ const fn entry(dtype: WeightDType, name: &'static str, mmq_x: u32, mmq_y: u32) -
     }
 }
 
-/// Float weight types: widened to f32 at load, multiplied by cuBLAS and
-/// looked up by `get_rows_f32`.
+/// Float weight types: F32 multiplied by cuBLAS and looked up by
+/// `get_rows_f32`; F16/BF16 matrices kept in their type, multiplied by our
+/// kernels (and cuBLAS on widened bands) and looked up by candle-kernels'
+/// `get_rows_f16`/`get_rows_bf16` (see `float16`).
 pub const DENSE_TYPES: [WeightDType; 3] = [WeightDType::F32, WeightDType::F16, WeightDType::BF16];
 
 /// Every quantised weight type the backend runs, with candle-kernels' names
