@@ -9,8 +9,10 @@
 //! clear is `nibble - 16` as i8, and the nibble where it is set. Q5_1's
 //! `q` is the nibble OR `0x10` where the bit is set, unsigned.
 //!
-//! The four- and eight-row kernels run the one-row kernel per row, so a
-//! row's result never depends on the rows beside it (batch invariance).
+//! The four-row kernels unpack each weight block once for four activation
+//! rows and give each row exactly the one-row kernel's operations, so a
+//! row's result never depends on the rows beside it (batch invariance);
+//! eight rows are two groups of four.
 
 use std::arch::x86_64::*;
 
@@ -50,12 +52,25 @@ pub fn rows_q5_1(w: &[u8], rb: usize, x: &[BlockQ8], out: &mut [f32]) {
     }
 }
 
+/// Blocks of `w` and of every row of `x` (all rows of a product have the
+/// same length, so each row gets the one-row kernel's block count).
+fn blocks4(w: &[u8], block_bytes: usize, x: &Q8x4<'_>) -> usize {
+    x.rows
+        .iter()
+        .map(|r| r.len())
+        .fold(w.len() / block_bytes, usize::min)
+}
+
 pub fn dot4_q5_0(w: &[u8], x: &Q8x4<'_>) -> [f32; 4] {
-    x.rows.map(|r| dot_q5_0(w, r))
+    let nb = blocks4(w, q5_0::BLOCK_BYTES, x);
+    // SAFETY: as in `dot_q5_0`; `nb` blocks of `w` and of every row are in bounds.
+    unsafe { q5_0_x4_body(w.as_ptr(), x.rows.map(|r| r.as_ptr()), nb) }
 }
 
 pub fn dot4_q5_1(w: &[u8], x: &Q8x4<'_>) -> [f32; 4] {
-    x.rows.map(|r| dot_q5_1(w, r))
+    let nb = blocks4(w, q5_1::BLOCK_BYTES, x);
+    // SAFETY: as in `dot4_q5_0`.
+    unsafe { q5_1_x4_body(w.as_ptr(), x.rows.map(|r| r.as_ptr()), nb) }
 }
 
 pub fn dot8_q5_0(w: &[u8], x: &Q8x4<'_>, y: &Q8x4<'_>) -> [f32; 8] {
@@ -130,6 +145,65 @@ unsafe fn q5_1_body(w: *const u8, x: *const BlockQ8, nb: usize) -> f32 {
     hsum_ps(acc) + acc_m
 }
 
+/// [`q5_0_body`] for four activation rows, each weight block unpacked once
+/// for the four. Each row gets exactly the one-row kernel's operations (its
+/// own accumulator, the same scale product, one FMA per block, the same
+/// horizontal sum), so its result is bit for bit the one-row result.
+///
+/// # Safety
+/// As [`q5_0_body`], for each of the four rows.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q5_0_x4_body(w: *const u8, x: [*const BlockQ8; 4], nb: usize) -> [f32; 4] {
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let high = _mm256_set1_epi8(0xF0_u8 as i8);
+    for i in 0..nb {
+        let b = w.add(i * q5_0::BLOCK_BYTES);
+        let dw = f16_at(b);
+        let clear = _mm256_andnot_si256(bit_masks(b.add(2)), high);
+        let qw = _mm256_or_si256(nibbles(b.add(6)), clear);
+        for r in 0..4 {
+            let y = &*x[r].add(i);
+            let d = _mm256_set1_ps(dw * y.d);
+            let qy = _mm256_loadu_si256(y.qs.as_ptr() as *const __m256i);
+            acc[r] = _mm256_fmadd_ps(d, mul_sum_i8(qw, qy), acc[r]);
+        }
+    }
+    let mut out = [0f32; 4];
+    for r in 0..4 {
+        out[r] = hsum_ps(acc[r]);
+    }
+    out
+}
+
+/// [`q5_1_body`] for four activation rows, likewise.
+///
+/// # Safety
+/// As [`q5_1_body`], for each of the four rows.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q5_1_x4_body(w: *const u8, x: [*const BlockQ8; 4], nb: usize) -> [f32; 4] {
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut acc_m = [0f32; 4];
+    let fifth = _mm256_set1_epi8(0x10);
+    for i in 0..nb {
+        let b = w.add(i * q5_1::BLOCK_BYTES);
+        let (dw, mw) = (f16_at(b), f16_at(b.add(2)));
+        let set = _mm256_and_si256(bit_masks(b.add(4)), fifth);
+        let qw = _mm256_or_si256(nibbles(b.add(8)), set);
+        for r in 0..4 {
+            let y = &*x[r].add(i);
+            let d = _mm256_set1_ps(dw * y.d);
+            acc_m[r] += mw * y.s;
+            let qy = _mm256_loadu_si256(y.qs.as_ptr() as *const __m256i);
+            acc[r] = _mm256_fmadd_ps(d, mul_sum_u8_i8(qw, qy), acc[r]);
+        }
+    }
+    let mut out = [0f32; 4];
+    for r in 0..4 {
+        out[r] = hsum_ps(acc[r]) + acc_m[r];
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use rand::{Rng, SeedableRng};
@@ -180,6 +254,41 @@ mod tests {
             }
             let (s, v) = (q5_0::dot(&all, &x), dot_q5_0(&all, &x));
             assert!(close(s, v), "q5_0 patterned nb={nb}: {s} vs {v}");
+            // Four rows at once give each row its one-row bits.
+            let rows: Vec<Vec<BlockQ8>> = (0..4)
+                .map(|_| {
+                    let xs: Vec<f32> = (0..nb * QK).map(|_| rng.random_range(-2f32..2.0)).collect();
+                    let mut q = vec![BlockQ8::default(); nb];
+                    quant::quantize_row(&xs, &mut q);
+                    q
+                })
+                .collect();
+            let group: [&[BlockQ8]; 4] = std::array::from_fn(|r| &rows[r][..]);
+            let (d, s4) = quant::interleave_scales(group, nb);
+            let x4 = Q8x4 {
+                rows: group,
+                d: &d,
+                s: &s4,
+            };
+            let w1 = blocks(&mut rng, nb, q5_1::BLOCK_BYTES, 2);
+            for (name, wb, one, four) in [
+                (
+                    "q5_0",
+                    &all,
+                    dot_q5_0 as fn(&[u8], &[BlockQ8]) -> f32,
+                    dot4_q5_0 as fn(&[u8], &Q8x4<'_>) -> [f32; 4],
+                ),
+                ("q5_1", &w1, dot_q5_1, dot4_q5_1),
+            ] {
+                let got = four(wb, &x4);
+                for (r, row) in rows.iter().enumerate() {
+                    assert_eq!(
+                        got[r].to_bits(),
+                        one(wb, row).to_bits(),
+                        "{name} x4 nb={nb} row {r}"
+                    );
+                }
+            }
         }
     }
 }
