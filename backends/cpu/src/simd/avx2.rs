@@ -624,18 +624,23 @@ unsafe fn f16_body(w: *const u8, x: *const f32, n: usize) -> f32 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::quant::{self, quantize_row, QK};
     use rand::{Rng, SeedableRng};
 
-    fn rng() -> rand::rngs::StdRng {
+    pub(in crate::simd) fn rng() -> rand::rngs::StdRng {
         rand::rngs::StdRng::seed_from_u64(7)
     }
 
     /// Random weight bytes of `nb` blocks of `block_bytes`, with a sane f16
     /// scale (and min) at the front of each block.
-    fn random_blocks(rng: &mut impl Rng, nb: usize, block_bytes: usize, scales: usize) -> Vec<u8> {
+    pub(in crate::simd) fn random_blocks(
+        rng: &mut impl Rng,
+        nb: usize,
+        block_bytes: usize,
+        scales: usize,
+    ) -> Vec<u8> {
         let mut w: Vec<u8> = (0..nb * block_bytes).map(|_| rng.random()).collect();
         for b in w.chunks_exact_mut(block_bytes) {
             for s in 0..scales {
@@ -646,7 +651,7 @@ mod tests {
         w
     }
 
-    fn random_q8(rng: &mut impl Rng, nb: usize) -> Vec<BlockQ8> {
+    pub(in crate::simd) fn random_q8(rng: &mut impl Rng, nb: usize) -> Vec<BlockQ8> {
         let x: Vec<f32> = (0..nb * QK).map(|_| rng.random_range(-3f32..3.0)).collect();
         let mut q = vec![BlockQ8::default(); nb];
         quantize_row(&x, &mut q);
@@ -661,7 +666,7 @@ mod tests {
         }
     }
 
-    fn close(a: f32, b: f32) -> bool {
+    pub(in crate::simd) fn close(a: f32, b: f32) -> bool {
         (a - b).abs() <= 1e-4 * (1.0 + a.abs().max(b.abs()))
     }
 

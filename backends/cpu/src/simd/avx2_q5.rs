@@ -9,10 +9,10 @@
 //! clear is `nibble - 16` as i8, and the nibble where it is set. Q5_1's
 //! `q` is the nibble OR `0x10` where the bit is set, unsigned.
 //!
-//! The four-row kernels unpack each weight block once for four activation
-//! rows and give each row exactly the one-row kernel's operations, so a
-//! row's result never depends on the rows beside it (batch invariance);
-//! eight rows are two groups of four.
+//! The four- and eight-row kernels unpack each weight block once for all
+//! their activation rows and give each row exactly the one-row kernel's
+//! operations, so a row's result never depends on the rows beside it
+//! (batch invariance).
 
 use std::arch::x86_64::*;
 
@@ -52,37 +52,43 @@ pub fn rows_q5_1(w: &[u8], rb: usize, x: &[BlockQ8], out: &mut [f32]) {
     }
 }
 
-/// Blocks of `w` and of every row of `x` (all rows of a product have the
-/// same length, so each row gets the one-row kernel's block count).
-fn blocks4(w: &[u8], block_bytes: usize, x: &Q8x4<'_>) -> usize {
-    x.rows
-        .iter()
+/// Blocks of `w` and of every row (all rows of a product have the same
+/// length, so each row gets the one-row kernel's block count).
+fn blocks(w: &[u8], block_bytes: usize, rows: &[&[BlockQ8]]) -> usize {
+    rows.iter()
         .map(|r| r.len())
         .fold(w.len() / block_bytes, usize::min)
 }
 
+/// The eight rows of two groups of four.
+fn eight_rows<'a>(x: &Q8x4<'a>, y: &Q8x4<'a>) -> [&'a [BlockQ8]; 8] {
+    std::array::from_fn(|r| if r < 4 { x.rows[r] } else { y.rows[r - 4] })
+}
+
 pub fn dot4_q5_0(w: &[u8], x: &Q8x4<'_>) -> [f32; 4] {
-    let nb = blocks4(w, q5_0::BLOCK_BYTES, x);
+    let nb = blocks(w, q5_0::BLOCK_BYTES, &x.rows);
     // SAFETY: as in `dot_q5_0`; `nb` blocks of `w` and of every row are in bounds.
-    unsafe { q5_0_x4_body(w.as_ptr(), x.rows.map(|r| r.as_ptr()), nb) }
+    unsafe { q5_0_multi_body(w.as_ptr(), x.rows.map(|r| r.as_ptr()), nb) }
 }
 
 pub fn dot4_q5_1(w: &[u8], x: &Q8x4<'_>) -> [f32; 4] {
-    let nb = blocks4(w, q5_1::BLOCK_BYTES, x);
+    let nb = blocks(w, q5_1::BLOCK_BYTES, &x.rows);
     // SAFETY: as in `dot4_q5_0`.
-    unsafe { q5_1_x4_body(w.as_ptr(), x.rows.map(|r| r.as_ptr()), nb) }
+    unsafe { q5_1_multi_body(w.as_ptr(), x.rows.map(|r| r.as_ptr()), nb) }
 }
 
 pub fn dot8_q5_0(w: &[u8], x: &Q8x4<'_>, y: &Q8x4<'_>) -> [f32; 8] {
-    eight(dot4_q5_0(w, x), dot4_q5_0(w, y))
+    let rows = eight_rows(x, y);
+    let nb = blocks(w, q5_0::BLOCK_BYTES, &rows);
+    // SAFETY: as in `dot4_q5_0`.
+    unsafe { q5_0_multi_body(w.as_ptr(), rows.map(|r| r.as_ptr()), nb) }
 }
 
 pub fn dot8_q5_1(w: &[u8], x: &Q8x4<'_>, y: &Q8x4<'_>) -> [f32; 8] {
-    eight(dot4_q5_1(w, x), dot4_q5_1(w, y))
-}
-
-fn eight(a: [f32; 4], b: [f32; 4]) -> [f32; 8] {
-    [a[0], a[1], a[2], a[3], b[0], b[1], b[2], b[3]]
+    let rows = eight_rows(x, y);
+    let nb = blocks(w, q5_1::BLOCK_BYTES, &rows);
+    // SAFETY: as in `dot4_q5_0`.
+    unsafe { q5_1_multi_body(w.as_ptr(), rows.map(|r| r.as_ptr()), nb) }
 }
 
 /// The 32 fifth bits at `p` as 32 bytes, each all ones where its bit is set.
@@ -145,51 +151,59 @@ unsafe fn q5_1_body(w: *const u8, x: *const BlockQ8, nb: usize) -> f32 {
     hsum_ps(acc) + acc_m
 }
 
-/// [`q5_0_body`] for four activation rows, each weight block unpacked once
-/// for the four. Each row gets exactly the one-row kernel's operations (its
+/// [`q5_0_body`] for `N` activation rows, each weight block unpacked once
+/// for all of them. Each row gets exactly the one-row kernel's operations (its
 /// own accumulator, the same scale product, one FMA per block, the same
 /// horizontal sum), so its result is bit for bit the one-row result.
 ///
 /// # Safety
-/// As [`q5_0_body`], for each of the four rows.
+/// As [`q5_0_body`], for each of the `N` rows.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q5_0_x4_body(w: *const u8, x: [*const BlockQ8; 4], nb: usize) -> [f32; 4] {
-    let mut acc = [_mm256_setzero_ps(); 4];
+unsafe fn q5_0_multi_body<const N: usize>(
+    w: *const u8,
+    x: [*const BlockQ8; N],
+    nb: usize,
+) -> [f32; N] {
+    let mut acc = [_mm256_setzero_ps(); N];
     let high = _mm256_set1_epi8(0xF0_u8 as i8);
     for i in 0..nb {
         let b = w.add(i * q5_0::BLOCK_BYTES);
         let dw = f16_at(b);
         let clear = _mm256_andnot_si256(bit_masks(b.add(2)), high);
         let qw = _mm256_or_si256(nibbles(b.add(6)), clear);
-        for r in 0..4 {
+        for r in 0..N {
             let y = &*x[r].add(i);
             let d = _mm256_set1_ps(dw * y.d);
             let qy = _mm256_loadu_si256(y.qs.as_ptr() as *const __m256i);
             acc[r] = _mm256_fmadd_ps(d, mul_sum_i8(qw, qy), acc[r]);
         }
     }
-    let mut out = [0f32; 4];
-    for r in 0..4 {
+    let mut out = [0f32; N];
+    for r in 0..N {
         out[r] = hsum_ps(acc[r]);
     }
     out
 }
 
-/// [`q5_1_body`] for four activation rows, likewise.
+/// [`q5_1_body`] for `N` activation rows, likewise.
 ///
 /// # Safety
-/// As [`q5_1_body`], for each of the four rows.
+/// As [`q5_1_body`], for each of the `N` rows.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q5_1_x4_body(w: *const u8, x: [*const BlockQ8; 4], nb: usize) -> [f32; 4] {
-    let mut acc = [_mm256_setzero_ps(); 4];
-    let mut acc_m = [0f32; 4];
+unsafe fn q5_1_multi_body<const N: usize>(
+    w: *const u8,
+    x: [*const BlockQ8; N],
+    nb: usize,
+) -> [f32; N] {
+    let mut acc = [_mm256_setzero_ps(); N];
+    let mut acc_m = [0f32; N];
     let fifth = _mm256_set1_epi8(0x10);
     for i in 0..nb {
         let b = w.add(i * q5_1::BLOCK_BYTES);
         let (dw, mw) = (f16_at(b), f16_at(b.add(2)));
         let set = _mm256_and_si256(bit_masks(b.add(4)), fifth);
         let qw = _mm256_or_si256(nibbles(b.add(8)), set);
-        for r in 0..4 {
+        for r in 0..N {
             let y = &*x[r].add(i);
             let d = _mm256_set1_ps(dw * y.d);
             acc_m[r] += mw * y.s;
@@ -197,8 +211,8 @@ unsafe fn q5_1_x4_body(w: *const u8, x: [*const BlockQ8; 4], nb: usize) -> [f32;
             acc[r] = _mm256_fmadd_ps(d, mul_sum_u8_i8(qw, qy), acc[r]);
         }
     }
-    let mut out = [0f32; 4];
-    for r in 0..4 {
+    let mut out = [0f32; N];
+    for r in 0..N {
         out[r] = hsum_ps(acc[r]) + acc_m[r];
     }
     out
@@ -206,87 +220,59 @@ unsafe fn q5_1_x4_body(w: *const u8, x: [*const BlockQ8; 4], nb: usize) -> [f32;
 
 #[cfg(test)]
 mod tests {
-    use rand::{Rng, SeedableRng};
-
+    use super::super::avx2::tests::{close, random_blocks, random_q8, rng};
     use super::*;
-    use crate::quant::{self, QK};
-
-    fn close(a: f32, b: f32) -> bool {
-        (a - b).abs() <= 1e-4 * (1.0 + a.abs().max(b.abs()))
-    }
-
-    /// Random blocks with small f16 scales (`halves` of them at the front)
-    /// and random fifth bits and nibbles.
-    fn blocks(rng: &mut impl Rng, nb: usize, block_bytes: usize, halves: usize) -> Vec<u8> {
-        let mut w: Vec<u8> = (0..nb * block_bytes).map(|_| rng.random()).collect();
-        for b in w.chunks_exact_mut(block_bytes) {
-            for h in 0..halves {
-                let v = half::f16::from_f32(rng.random_range(-0.05f32..0.05));
-                b[2 * h..2 * h + 2].copy_from_slice(&v.to_le_bytes());
-            }
-        }
-        w
-    }
 
     #[test]
-    fn q5_dots_match_the_portable_code() {
+    fn q5_dots_match_the_portable_code_and_multi_row_equals_one_row() {
         if super::super::avx2::kernels().is_none() {
             eprintln!("no AVX2 here: nothing to compare");
             return;
         }
-        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        let mut rng = rng();
         for nb in [1, 2, 18, 48] {
-            let xs: Vec<f32> = (0..nb * QK).map(|_| rng.random_range(-2f32..2.0)).collect();
-            let mut x = vec![BlockQ8::default(); nb];
-            quant::quantize_row(&xs, &mut x);
-            let w = blocks(&mut rng, nb, q5_0::BLOCK_BYTES, 1);
-            let (s, v) = (q5_0::dot(&w, &x), dot_q5_0(&w, &x));
+            let x = random_q8(&mut rng, nb);
+            let w0 = random_blocks(&mut rng, nb, q5_0::BLOCK_BYTES, 1);
+            let (s, v) = (q5_0::dot(&w0, &x), dot_q5_0(&w0, &x));
             assert!(close(s, v), "q5_0 nb={nb}: {s} vs {v}");
-            let w = blocks(&mut rng, nb, q5_1::BLOCK_BYTES, 2);
-            let (s, v) = (q5_1::dot(&w, &x), dot_q5_1(&w, &x));
+            let w1 = random_blocks(&mut rng, nb, q5_1::BLOCK_BYTES, 2);
+            let (s, v) = (q5_1::dot(&w1, &x), dot_q5_1(&w1, &x));
             assert!(close(s, v), "q5_1 nb={nb}: {s} vs {v}");
             // Every bit pattern of the fifth bits reaches both branches.
-            let mut all = blocks(&mut rng, nb, q5_0::BLOCK_BYTES, 1);
-            for (k, b) in all.chunks_exact_mut(q5_0::BLOCK_BYTES).enumerate() {
+            let mut patterned = random_blocks(&mut rng, nb, q5_0::BLOCK_BYTES, 1);
+            for (k, b) in patterned.chunks_exact_mut(q5_0::BLOCK_BYTES).enumerate() {
                 let pattern = [0xFF, 0x00, 0xAA, 0x0F];
                 let qh: [u8; 4] = std::array::from_fn(|i| pattern[(i + k) % 4]);
                 b[2..6].copy_from_slice(&qh);
             }
-            let (s, v) = (q5_0::dot(&all, &x), dot_q5_0(&all, &x));
+            let (s, v) = (q5_0::dot(&patterned, &x), dot_q5_0(&patterned, &x));
             assert!(close(s, v), "q5_0 patterned nb={nb}: {s} vs {v}");
-            // Four rows at once give each row its one-row bits.
-            let rows: Vec<Vec<BlockQ8>> = (0..4)
-                .map(|_| {
-                    let xs: Vec<f32> = (0..nb * QK).map(|_| rng.random_range(-2f32..2.0)).collect();
-                    let mut q = vec![BlockQ8::default(); nb];
-                    quant::quantize_row(&xs, &mut q);
-                    q
-                })
-                .collect();
-            let group: [&[BlockQ8]; 4] = std::array::from_fn(|r| &rows[r][..]);
-            let (d, s4) = quant::interleave_scales(group, nb);
-            let x4 = Q8x4 {
-                rows: group,
-                d: &d,
-                s: &s4,
-            };
-            let w1 = blocks(&mut rng, nb, q5_1::BLOCK_BYTES, 2);
-            for (name, wb, one, four) in [
-                (
-                    "q5_0",
-                    &all,
-                    dot_q5_0 as fn(&[u8], &[BlockQ8]) -> f32,
-                    dot4_q5_0 as fn(&[u8], &Q8x4<'_>) -> [f32; 4],
-                ),
-                ("q5_1", &w1, dot_q5_1, dot4_q5_1),
-            ] {
-                let got = four(wb, &x4);
+            // Four and eight rows at once give each row its one-row bits.
+            let rows: Vec<Vec<BlockQ8>> = (0..8).map(|_| random_q8(&mut rng, nb)).collect();
+            let group =
+                |g: usize| -> [&[BlockQ8]; 4] { std::array::from_fn(|r| &rows[4 * g + r][..]) };
+            let scales = [0, 1].map(|g| crate::quant::interleave_scales(group(g), nb));
+            let x4 = [0, 1].map(|g| Q8x4 {
+                rows: group(g),
+                d: &scales[g].0,
+                s: &scales[g].1,
+            });
+            type One = fn(&[u8], &[BlockQ8]) -> f32;
+            type Four = fn(&[u8], &Q8x4<'_>) -> [f32; 4];
+            type Eight = fn(&[u8], &Q8x4<'_>, &Q8x4<'_>) -> [f32; 8];
+            let cases: [(&str, &[u8], One, Four, Eight); 2] = [
+                ("q5_0", &patterned, dot_q5_0, dot4_q5_0, dot8_q5_0),
+                ("q5_1", &w1, dot_q5_1, dot4_q5_1, dot8_q5_1),
+            ];
+            for (name, wb, one, four, eight) in cases {
+                let got8 = eight(wb, &x4[0], &x4[1]);
+                let got4 = four(wb, &x4[1]);
                 for (r, row) in rows.iter().enumerate() {
-                    assert_eq!(
-                        got[r].to_bits(),
-                        one(wb, row).to_bits(),
-                        "{name} x4 nb={nb} row {r}"
-                    );
+                    let want = one(wb, row).to_bits();
+                    assert_eq!(got8[r].to_bits(), want, "{name} x8 nb={nb} row {r}");
+                    if r >= 4 {
+                        assert_eq!(got4[r - 4].to_bits(), want, "{name} x4 nb={nb} row {r}");
+                    }
                 }
             }
         }
