@@ -166,6 +166,19 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         // An unknown name fails here, listing the known ones, before any run.
         plugins.select(&parse_backend(spec, &args.device).name)?;
     }
+    // Quality settings that cannot work fail here, before any speed run.
+    if let Some(text) = &args.quality {
+        if args.quality_ctx < 2 {
+            bail!(
+                "--quality-ctx must be at least 2 (got {})",
+                args.quality_ctx
+            );
+        }
+        if args.quality_chunks == 0 {
+            bail!("--quality-chunks must be at least 1");
+        }
+        super::perplexity::read_text(text).context("--quality")?;
+    }
 
     let json_to_stdout = args.json.as_deref() == Some(std::path::Path::new("-"));
     let bar = progress_bar(args, requested.len());
@@ -179,14 +192,22 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         results.push(row);
     }
     bar.finish_and_clear();
-    // Quality in this process, after every speed run (it needs no peak-memory isolation).
+    // Quality in this process, after every speed run (it needs no
+    // peak-memory isolation), on the backends that ran. A failure here is
+    // reported after the speed results, which are kept.
+    let ran: Vec<String> = results
+        .iter()
+        .filter(|r| r.error.is_none())
+        .map(|r| r.requested.clone())
+        .collect();
     let quality = match &args.quality {
+        Some(_) if ran.is_empty() => None,
         Some(text) => Some(super::perplexity::compute(
             &super::perplexity::PerplexityArgs {
                 model: Some(model.clone()),
                 file: Some(text.clone()),
                 config: args.config.clone(),
-                backends: requested.clone(),
+                backends: ran,
                 device: Some(args.device.clone()),
                 ctx: Some(args.quality_ctx),
                 chunks: Some(args.quality_chunks),
@@ -196,8 +217,13 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                 plugins: args.plugins.clone(),
             },
             json_to_stdout,
-        )?),
+        )),
         None => None,
+    };
+    let (quality, quality_error) = match quality {
+        Some(Ok(report)) => (Some(report), None),
+        Some(Err(e)) => (None, Some(e)),
+        None => (None, None),
     };
 
     let doc = Document {
@@ -233,6 +259,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     }
     if let Some(path) = &args.chart {
         chart::write_chart(&doc, path)?;
+    }
+    if let Some(e) = quality_error {
+        return Err(e.context("--quality: the speed results above stand, the quality pass failed"));
     }
     let failed: Vec<String> = doc
         .results

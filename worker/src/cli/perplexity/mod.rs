@@ -341,7 +341,7 @@ fn chunk_tokens(
 }
 
 /// The text, less one trailing newline; an empty text is an error.
-fn read_text(path: &std::path::Path) -> Result<String> {
+pub(crate) fn read_text(path: &std::path::Path) -> Result<String> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     let mut text = String::from_utf8(bytes)
         .map_err(|e| anyhow::anyhow!("{} is not UTF-8 text: {e}", path.display()))?;
