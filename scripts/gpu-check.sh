@@ -45,10 +45,15 @@ step() {
     shift 3
     case " $STEPS " in *" $n "*) ;; *) return 0 ;; esac
     echo "== step $n: $* ($(date -u +%T))" >> "$OUT/steps.log"
-    # (timeout runs a program, so the step's shell functions go through bash -c.)
-    timeout "$limit" bash -c '"$@"' step "$@" > "$OUT/$log" 2>&1
-    echo "exit $? after step $n ($(date -u +%T))" | tee -a "$OUT/$log" >> "$OUT/steps.log"
+    # (timeout runs a program, so the step's shell functions go through
+    # bash -c; `set -e` there makes any failing command fail the step, not
+    # only the function's last one.)
+    timeout "$limit" bash -c 'set -e; "$@"' step "$@" > "$OUT/$log" 2>&1
+    local rc=$?
+    echo "exit $rc after step $n ($(date -u +%T))" | tee -a "$OUT/$log" >> "$OUT/steps.log"
+    [ "$rc" -eq 0 ] || FAILED="$FAILED $n"
 }
+FAILED=
 
 backends() {
     date -u
@@ -150,3 +155,7 @@ export -f batched
 step 6 150 batched.log batched
 
 ls -la "$OUT"
+if [ -n "$FAILED" ]; then
+    echo "failed steps:$FAILED (see $OUT/steps.log)" | tee -a "$OUT/steps.log" >&2
+    exit 1
+fi
