@@ -48,7 +48,7 @@ unsafe fn current_pool(
 /// the pool hands freed memory back to the driver at each synchronisation
 /// (threshold 0), so every token would allocate afresh. Keeping it pooled
 /// turns a decode step's allocations into reuse. The load-time checks
-/// account for what the pool keeps (see [`CudaKernelsBackend::load_memory`]).
+/// account for what the pool keeps (see [`CudaKernelsBackend::shortfall`]).
 pub(crate) fn keep_freed_memory_pooled(
     ctx: &CudaContext,
 ) -> std::result::Result<(), cudarc::driver::DriverError> {
@@ -81,24 +81,39 @@ impl CudaKernelsBackend {
         Some(total.saturating_sub(free) as u64)
     }
 
-    /// Device memory for a load-time check (see [`crate::budget`]). First
-    /// every queued free is waited for (the pool cannot release memory whose
-    /// asynchronous free it has not seen complete) and the pool is trimmed,
-    /// handing its idle memory back to the driver: a weight is one
-    /// allocation, which fresh memory from the driver can always hold but
-    /// the pool's idle ranges, scattered between live allocations, may not.
-    /// What trimming cannot release (idle ranges inside chunks that still
-    /// hold live allocations) serves allocations that fit it, so it counts
-    /// as available too.
-    pub(crate) fn load_memory(&self) -> Result<DeviceMemory> {
+    /// Why `bytes` more of device memory do not fit, or `None` when they
+    /// do (see [`crate::budget`]). The cheap count (driver free plus the
+    /// pool's idle bytes) answers almost every call of a load. Only when it
+    /// falls short is every queued free waited for (the pool cannot release
+    /// memory whose asynchronous free it has not seen complete) and the pool
+    /// trimmed, handing its idle memory back to the driver, before counting
+    /// again: a weight is one allocation, which fresh memory from the driver
+    /// can always hold but the pool's scattered idle ranges may not.
+    pub(crate) fn shortfall(&self, bytes: usize) -> Result<Option<String>> {
+        let cheap = self.load_memory(false)?;
+        if cheap.shortfall(bytes as u64, &self.device_name).is_none() {
+            return Ok(None);
+        }
+        Ok(self
+            .load_memory(true)?
+            .shortfall(bytes as u64, &self.device_name))
+    }
+
+    /// Device memory as the load-time check counts it; with `trim`, after
+    /// waiting for queued frees and trimming the pool (see [`Self::shortfall`]).
+    fn load_memory(&self, trim: bool) -> Result<DeviceMemory> {
         use cudarc::driver::{result, sys::CUmemPool_attribute as Attr};
         let err = cuda_err("memory");
         let (mut pool_reserved, mut pool_used) = (0u64, 0u64);
         if self.ctx.has_async_alloc() {
-            self.ctx.synchronize().map_err(&err)?;
+            if trim {
+                self.ctx.synchronize().map_err(&err)?;
+            }
             unsafe {
                 let pool = current_pool(&self.ctx).map_err(&err)?;
-                result::mem_pool::trim_to(pool, 0).map_err(&err)?;
+                if trim {
+                    result::mem_pool::trim_to(pool, 0).map_err(&err)?;
+                }
                 // Both attributes are cuuint64_t.
                 for (attr, value) in [
                     (
@@ -160,10 +175,7 @@ impl CudaKernelsBackend {
     /// Refuses a weight that does not fit the device memory still
     /// available, saying how much it needs and how much there is.
     fn reserve(&self, name: &str, bytes: usize) -> Result<()> {
-        match self
-            .load_memory()?
-            .shortfall(bytes as u64, &self.device_name)
-        {
+        match self.shortfall(bytes)? {
             Some(detail) => Err(BackendError::Weight {
                 name: name.to_string(),
                 detail,
@@ -259,10 +271,7 @@ impl CudaKernelsBackend {
         // Keys and values; no overflow: both sizes are bounded by the
         // shared-memory check above.
         let bytes = 2 * values * 4;
-        if let Some(detail) = self
-            .load_memory()?
-            .shortfall(bytes as u64, &self.device_name)
-        {
+        if let Some(detail) = self.shortfall(bytes)? {
             return Err(BackendError::Other(format!(
                 "the KV cache of one layer (keys and values, {capacity} positions × {width}) {detail}"
             )));
