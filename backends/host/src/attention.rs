@@ -112,19 +112,30 @@ pub fn dot_in_order(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>()
 }
 
-/// `p · v` by rows: output row `i` starts at zero and takes
-/// `add(row, p[i][j], v[j])` for every `j` in order, where `add` is the
-/// backend's `row += p_ij * v_j` (it may skip terms).
-pub fn product_by_rows(
-    p: Strided<'_>,
-    v: Strided<'_>,
+/// [`weighted_sum`] accumulated row by row straight into the result: head
+/// `h` of output row `i` starts at zero and takes `add(row, p, v_j)` for
+/// every position `j` in order, where `add` is the backend's
+/// `row += p * v_j` (it may skip terms). No per-head buffer.
+pub fn weighted_sum_by_rows(
+    probs: &[f32],
+    total: usize,
+    seq: usize,
+    values: &[f32],
+    shape: AttentionShape,
     add: impl Fn(&mut [f32], f32, &[f32]),
 ) -> Vec<f32> {
-    let mut out = vec![0f32; p.rows * v.cols];
-    for i in 0..p.rows {
-        let o = &mut out[i * v.cols..][..v.cols];
-        for (j, &pj) in p.row(i).iter().enumerate() {
-            add(o, pj, v.row(j));
+    let hd = shape.head_dim;
+    let group = shape.n_heads / shape.n_kv_heads;
+    let (out_cols, width) = (shape.n_heads * hd, shape.n_kv_heads * hd);
+    let mut out = vec![0f32; seq * out_cols];
+    for h in 0..shape.n_heads {
+        let v_head = Strided::kv_head(values, width, total, h / group, hd);
+        for i in 0..seq {
+            let o = &mut out[i * out_cols + h * hd..][..hd];
+            let p_row = &probs[(h * seq + i) * total..][..total];
+            for (j, &pj) in p_row.iter().enumerate() {
+                add(o, pj, v_head.row(j));
+            }
         }
     }
     out
@@ -191,15 +202,25 @@ mod tests {
                 probs[(h * 2 + i) * 3 + (h + i) % 3] = h as f32 + 1.0;
             }
         }
-        let Ok(out) = weighted_sum(&probs, 3, 2, &values, SHAPE, |p, v| {
-            Ok::<_, Infallible>(product_by_rows(p, v, axpy))
+        let by_rows = weighted_sum_by_rows(&probs, 3, 2, &values, SHAPE, axpy);
+        // The per-head form, with a plain matrix product for each head.
+        let Ok(by_head) = weighted_sum(&probs, 3, 2, &values, SHAPE, |p, v| {
+            let mut out = vec![0f32; p.rows * v.cols];
+            for i in 0..p.rows {
+                for (j, &pj) in p.row(i).iter().enumerate() {
+                    axpy(&mut out[i * v.cols..][..v.cols], pj, v.row(j));
+                }
+            }
+            Ok::<_, Infallible>(out)
         });
-        for i in 0..2 {
-            for h in 0..4 {
-                let j = ((h + i) % 3) as f32;
-                let w = h as f32 + 1.0;
-                let want = [w * j, w * (100.0 * (h / 2) as f32 + j)];
-                assert_eq!(out[i * 8 + h * 2..][..2], want, "i={i} h={h}");
+        for out in [by_rows, by_head] {
+            for i in 0..2 {
+                for h in 0..4 {
+                    let j = ((h + i) % 3) as f32;
+                    let w = h as f32 + 1.0;
+                    let want = [w * j, w * (100.0 * (h / 2) as f32 + j)];
+                    assert_eq!(out[i * 8 + h * 2..][..2], want, "i={i} h={h}");
+                }
             }
         }
     }

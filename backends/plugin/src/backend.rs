@@ -454,14 +454,14 @@ impl Backend for PluginBackend {
         shape: AttentionShape,
     ) -> Result<PluginTensor> {
         let seq = checks::attention_weighted_sum(probs.dims(), cache.dims(), pos0, shape)?;
-        let out = attention::weighted_sum(
+        let out = attention::weighted_sum_by_rows(
             &probs.data,
             probs.cols,
             seq,
             &cache.values,
             shape,
-            |p, v| Ok::<_, BackendError>(attention::product_by_rows(p, v, attention::axpy)),
-        )?;
+            attention::axpy,
+        );
         PluginTensor::new(out, seq, shape.n_heads * shape.head_dim)
     }
 }

@@ -6,8 +6,6 @@
 //! batch of sequences is the same loop with each row's own cache and
 //! position, so a row's result does not depend on what else is in the batch.
 
-use std::convert::Infallible;
-
 use rbees_core::{AttentionShape, Result};
 use rbees_host_ops::attention as host;
 
@@ -105,9 +103,7 @@ pub fn weighted_sum(
     shape: AttentionShape,
 ) -> CpuTensor {
     let (values, total) = (&cache.values, probs.cols);
-    let Ok(data) = host::weighted_sum(&probs.data, total, seq, values, shape, |p, v| {
-        Ok::<_, Infallible>(host::product_by_rows(p, v, add_nonzero))
-    });
+    let data = host::weighted_sum_by_rows(&probs.data, total, seq, values, shape, add_nonzero);
     CpuTensor::new(seq, shape.n_heads * shape.head_dim, data)
 }
 
